@@ -1,0 +1,45 @@
+"""Architecture builders (Keras functional API), one file per family, each registered by name."""
+import keras
+
+from convforge.backbones.common import (check_input_shape, check_options, feature_levels, level_strides,
+                                        precision)
+from convforge.errors import ModelError
+from convforge.registry import get_spec
+
+
+def build_backbone(name, input_shape=None, num_classes=1000, include_top=True, pooling=None, dtype=None,
+                   **options):
+    """Build a registered architecture as a keras.Model; options override the registered row's.
+
+    Args:
+        name: a registered name (see `convforge.list_models()`), e.g. "resnet50".
+        input_shape: (height, width, channels); defaults to the architecture's own (224x224x3 for most).
+        num_classes: size of the classifier when include_top is True.
+        include_top: add the classification top; without it the model outputs the last feature level.
+        pooling: with include_top=False, None (feature map), "avg" or "max" (a vector).
+        dtype: a Keras precision policy ("mixed_bfloat16", ...); the classifier stays float32.
+        **options: family options, e.g. se_ratio=16 on any ResNet, aux_logits=True on GoogLeNet.
+
+    Examples:
+        >>> model = build_backbone("resnet18", input_shape=(64, 64, 3), num_classes=10)
+        >>> list(feature_levels(model))
+        ['C1', 'C2', 'C3', 'C4', 'C5']
+    """
+    spec = get_spec(name)
+    shape = check_input_shape(spec, input_shape or spec.default_input_shape)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ModelError(f"{spec.name}: num_classes must be a positive integer, got {num_classes!r}")
+    kwargs = {**spec.options, **options, "num_classes": num_classes, "include_top": include_top,
+              "pooling": pooling}
+    check_options(spec, kwargs)
+    with precision(dtype):
+        try:
+            return spec.builder(input_shape=shape, name=spec.name, **kwargs)
+        except ValueError as err:
+            if isinstance(err, ModelError):
+                raise
+            # Keras reports a collapsed feature map deep inside a layer; say it in terms of the model.
+            raise ModelError(f"{spec.name}: cannot build at input_shape {shape}: {err}".split("\n")[0]) from err
+
+
+__all__ = ["build_backbone", "feature_levels", "level_strides"]

@@ -1,0 +1,108 @@
+"""What every backbone shares: named feature levels, the classification top, precision and input checks."""
+import contextlib
+import inspect
+
+import keras
+from keras import layers
+
+from convforge.errors import ModelError, close_matches
+
+POLICIES = ("float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
+POOLINGS = (None, "avg", "max")
+
+
+def level(x, name):
+    """Name x as a feature level ('C2' is stride 4, ... 'C5' stride 32) that heads can attach to."""
+    return layers.Identity(name=name)(x)
+
+
+def feature_levels(model):
+    """Return {level name: output tensor} of a backbone's named levels C1..C5, shallowest first."""
+    found = {}
+    for layer in model.layers:
+        if layer.name[:1] == "C" and layer.name[1:].isdigit() and isinstance(layer, layers.Identity):
+            found[layer.name] = layer.output
+        elif isinstance(layer, keras.Model):
+            found.update(feature_levels(layer))
+    return dict(sorted(found.items(), key=lambda kv: int(kv[0][1:])))
+
+
+def level_strides(model):
+    """Return {level name: stride in input pixels} measured from the shapes (exact for sizes divisible by 32)."""
+    height = model.inputs[0].shape[1]
+    return {name: round(height / t.shape[1]) for name, t in feature_levels(model).items()}
+
+
+def head_dtype():
+    """Compute the last layer in float32 under a mixed policy, so softmax and the loss stay accurate."""
+    return "float32" if keras.config.dtype_policy().name.startswith("mixed") else None
+
+
+def classifier(x, num_classes, activation, *, name="predictions"):
+    """The final Dense layer (float32 under mixed precision)."""
+    return layers.Dense(num_classes, activation=activation, dtype=head_dtype(), name=name)(x)
+
+
+def pool_features(x, pooling):
+    """Global-pool features for include_top=False: None keeps the map, 'avg'/'max' give a vector."""
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
+
+
+def gap_top(x, *, include_top, pooling, num_classes, classifier_activation, dropout=0.0):
+    """The modern top: global average pool, optional dropout, Dense; or pooled features without a top."""
+    if not include_top:
+        return pool_features(x, pooling)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="top_dropout")(x)
+    return classifier(x, num_classes, classifier_activation)
+
+
+@contextlib.contextmanager
+def precision(policy):
+    """Build layers under a Keras dtype policy (e.g. 'mixed_bfloat16'), restoring the global one after."""
+    if policy is None:
+        yield
+        return
+    if policy not in POLICIES:
+        raise ModelError(f"dtype {policy!r} is not a precision policy{close_matches(policy, POLICIES)}; "
+                         f"accepted: {', '.join(POLICIES)}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def check_input_shape(spec, input_shape):
+    """Return input_shape as a (H, W, C) tuple of ints, or raise ModelError saying what the model accepts."""
+    try:
+        shape = tuple(int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ModelError(f"{spec.name}: input_shape {input_shape!r} is not (height, width, channels) "
+                         "with positive integers, e.g. (224, 224, 3)")
+    if min(shape[:2]) < spec.min_input_size:
+        raise ModelError(
+            f"{spec.name}: input {shape[0]}x{shape[1]} is too small; this architecture accepts inputs of at "
+            f"least {spec.min_input_size}x{spec.min_input_size} pixels (default {spec.default_input_shape[:2]})"
+        )
+    return shape
+
+
+def check_options(spec, options):
+    """Raise ModelError for builder options the family does not take, naming the accepted ones."""
+    params = inspect.signature(spec.builder).parameters
+    accepted = [p for p in params if p not in ("input_shape",)]
+    for key in options:
+        if key not in params:
+            raise ModelError(f"{spec.name} takes no option {key!r}{close_matches(key, accepted)}; "
+                             f"accepted: {', '.join(accepted)}")
+    if options.get("pooling") not in POOLINGS:
+        raise ModelError(f"{spec.name}: pooling {options['pooling']!r} is not one of None, 'avg', 'max'")

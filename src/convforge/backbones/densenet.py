@@ -1,0 +1,47 @@
+"""DenseNet (Huang et al., CVPR 2017): dense blocks joined by compressing transitions."""
+import keras
+from keras import layers
+
+from convforge.backbones.common import gap_top, level
+from convforge.layers import conv_bn_act, dense_block, max_pool, transition
+from convforge.registry import ModelSpec, Reference, register
+
+
+def build_densenet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
+                   classifier_activation="softmax", blocks=(6, 12, 24, 16), growth_rate=32, init_features=64,
+                   bn_size=4, reduction=0.5, bn_epsilon=1e-5, dropout=0.0, name="densenet121"):
+    """DenseNet-BC: a 7x7/2 stem, four dense blocks of `blocks` layers, transitions halving channels.
+
+    Levels: C1 stem (stride 2), C2..C4 the outputs of dense blocks 1-3, C5 the final BN-ReLU (stride 32).
+    torchvision and keras.applications share this layout (keras uses bn_epsilon=1.001e-5).
+    """
+    inputs = keras.Input(input_shape, name="image")
+    x = conv_bn_act(inputs, init_features, 7, 2, 3, bn_epsilon=bn_epsilon, name="conv1")
+    x = level(x, "C1")
+    x = max_pool(x, 3, 2, padding=1, name="pool1")
+    for i, num_layers in enumerate(blocks):
+        x = dense_block(x, num_layers, growth_rate, bn_size, bn_epsilon=bn_epsilon, name=f"conv{i + 2}")
+        if i < len(blocks) - 1:
+            x = level(x, f"C{i + 2}")
+            x = transition(x, reduction, bn_epsilon=bn_epsilon, name=f"pool{i + 2}")
+    x = layers.BatchNormalization(epsilon=bn_epsilon, momentum=0.9, name="bn")(x)
+    x = layers.Activation("relu", name="relu")(x)
+    x = level(x, "C5")
+    return keras.Model(inputs, gap_top(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
+                                       classifier_activation=classifier_activation, dropout=dropout), name=name)
+
+
+_PAPER = "Huang et al., Densely connected convolutional networks, CVPR 2017"
+# name: options, torchvision trainable params, keras.applications total params (None: not in keras), GMACs
+_VARIANTS = {
+    "densenet121": (dict(blocks=(6, 12, 24, 16)), 7_978_856, 8_062_504, 2.83),
+    "densenet169": (dict(blocks=(6, 12, 32, 32)), 14_149_480, 14_307_880, 3.36),
+    "densenet201": (dict(blocks=(6, 12, 48, 32)), 20_013_928, 20_242_984, 4.29),
+    "densenet161": (dict(blocks=(6, 12, 36, 24), growth_rate=48, init_features=96), 28_681_000, None, 7.73),
+}
+for _name, (_options, _tv, _keras, _gmacs) in _VARIANTS.items():
+    _refs = (Reference(_tv, "trainable", "torchvision"),)
+    if _keras:
+        _refs += (Reference(_keras, "total", "keras.applications"),)
+    register(ModelSpec(name=_name, family="densenet", builder=build_densenet, options=_options, paper=_PAPER,
+                       references=_refs, macs=_gmacs * 1e9))
