@@ -1,6 +1,9 @@
 """convforge: classic convolutional networks for vision tasks, from one recipe to a verified edge artifact.
 
-The public Python API. Examples:
+The public Python API. Names resolve lazily, so `import convforge` (and the CLI's argument parsing) does not
+pay for importing TensorFlow until a model is built.
+
+Examples:
     >>> import convforge
     >>> convforge.list_models("resnet*")[:3]
     ['resnet101', 'resnet152', 'resnet18']
@@ -8,17 +11,42 @@ The public Python API. Examples:
     >>> convforge.receptive_fields(model)["C5"].size
     (435, 435)
 """
-from convforge.backbones import build_backbone, feature_levels, level_strides
-from convforge.convmath import (conv_output_size, conv_transpose_output_size, count_macs, count_params,
-                                pool_output_size, receptive_fields)
+import importlib
+
 from convforge.errors import ConvforgeError, DataError, ExportError, ModelError, RecipeError
-from convforge.registry import get_spec, list_models
-from convforge.tasks import TASKS, build_model
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "build_backbone", "build_model", "feature_levels", "level_strides", "list_models", "get_spec", "TASKS",
-    "conv_output_size", "conv_transpose_output_size", "pool_output_size", "receptive_fields", "count_macs",
-    "count_params", "ConvforgeError", "DataError", "ExportError", "ModelError", "RecipeError",
-]
+_API = {
+    "build_backbone": "convforge.backbones",
+    "feature_levels": "convforge.backbones",
+    "level_strides": "convforge.backbones",
+    "build_model": "convforge.tasks",
+    "TASKS": "convforge.tasks",
+    "list_models": "convforge.registry",
+    "get_spec": "convforge.registry",
+    "conv_output_size": "convforge.convmath",
+    "conv_transpose_output_size": "convforge.convmath",
+    "pool_output_size": "convforge.convmath",
+    "receptive_fields": "convforge.convmath",
+    "count_macs": "convforge.convmath",
+    "count_params": "convforge.convmath",
+    "layer_table": "convforge.convmath",
+    "draw_receptive_fields": "convforge.visualize",
+    "model_table": "convforge.bench",
+}
+
+__all__ = sorted(_API) + ["ConvforgeError", "DataError", "ExportError", "ModelError", "RecipeError"]
+
+
+def __getattr__(name):
+    """Import the module that holds a public name on first use."""
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'convforge' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

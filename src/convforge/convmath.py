@@ -119,15 +119,12 @@ def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
 
 
 def conv_transpose_output_size(size, kernel, stride=1, padding=0, output_padding=None, dilation=1):
-    """Return the output length of a transposed convolution along one axis.
-
-    Numeric padding follows PyTorch, ``(size-1)*stride - 2*padding + dilation*(kernel-1)
-    + output_padding + 1``.  'same'/'valid' follow Keras, including its default
-    ``output_padding=None``: 'same' gives ``size*stride`` and 'valid'
-    ``size*stride + max(k_eff - stride, 0)``; an explicit output_padding gives
-    ``(size-1)*stride + k_eff % 2 + output_padding`` ('same') or
-    ``(size-1)*stride + k_eff + output_padding`` ('valid').
-    """
+    """Return the output length of a transposed convolution along one axis (PyTorch ints, Keras strings)."""
+    # Numeric padding follows PyTorch: (size-1)*stride - before - after + k_eff + output_padding.
+    # 'same'/'valid' follow Keras, whose output_padding defaults to None: 'same' gives
+    # size*stride, 'valid' size*stride + max(k_eff - stride, 0); an explicit output_padding
+    # gives (size-1)*stride + k_eff % 2 + output_padding ('same') or (size-1)*stride + k_eff +
+    # output_padding ('valid'). Sizes Keras declares but TensorFlow cannot compute raise.
     _check_positive(size=size, kernel=kernel, stride=stride, dilation=dilation)
     if output_padding is not None and (
         isinstance(output_padding, bool) or not isinstance(output_padding, int) or output_padding < 0
@@ -135,10 +132,19 @@ def conv_transpose_output_size(size, kernel, stride=1, padding=0, output_padding
         raise ConvforgeError(f"output_padding must be a non-negative integer, got {output_padding!r}")
     k_eff = dilation * (kernel - 1) + 1
     mode = _padding_mode(padding)
+    if mode is not None and output_padding is not None and output_padding >= stride:
+        raise ConvforgeError(f"output_padding {output_padding} must be smaller than the stride {stride} (Keras rule)")
     if mode == "valid":
         out = (size - 1) * stride + (max(k_eff, stride) if output_padding is None else k_eff + output_padding)
     elif mode == "same":
         out = size * stride if output_padding is None else (size - 1) * stride + k_eff % 2 + output_padding
+        # TF runs this as the gradient of a 'same' conv, which must map out back to size.
+        if out >= 1 and -(-out // stride) != size:
+            raise ConvforgeError(
+                f"Keras declares size {out} for a 'same' transposed convolution with kernel {kernel}, stride "
+                f"{stride} and output_padding {output_padding} on size {size}, but TensorFlow cannot compute it "
+                "(an even effective kernel needs output_padding >= 1)"
+            )
     else:
         before, after = _padding_pair(padding)
         extra = output_padding or 0
@@ -202,11 +208,15 @@ class ReceptiveField:
     ``is_global``      every unit sees the whole input (after Flatten, global pooling, ...).
     ``global_context`` a local unit that is also modulated by a global signal (e.g. a
                        squeeze-and-excitation gate); size/jump/start describe the local part.
+
+    Fields are geometric, as in the Distill article: zeros added by padding are counted as
+    part of a field, so a unit whose branch reads only inserted padding is still credited
+    with that branch's box.  Fields after UpSampling2D or Conv2DTranspose are approximate.
     """
 
-    size: tuple
-    jump: tuple | None = None
-    start: tuple | None = None
+    size: tuple[int, int]
+    jump: tuple[int, int] | None = None
+    start: tuple[float, float] | None = None
     is_global: bool = False
     global_context: bool = False
 
@@ -333,7 +343,7 @@ def _kind(op):
 
 def _config(op):
     try:
-        return op.get_config()
+        return op.get_config() or {}
     except Exception:  # Bare keras.ops operations may not serialize their arguments.
         return {}
 
@@ -437,7 +447,7 @@ class _Walker:
             )
         inputs, _ = io
         for layer in getattr(model, "layers", []):
-            fmt = _config(layer).get("data_format") if hasattr(layer, "get_config") else None
+            fmt = _config(layer).get("data_format")
             if fmt in ("channels_first", "channels_last"):
                 self.data_format = fmt
                 break
@@ -519,7 +529,7 @@ class _Walker:
     # -- receptive-field rules -----------------------------------------------------------
     def propagate(self, op, in_states, in_tensors, out_tensor, prefix):
         kind = _kind(op)
-        fmt = _config(op).get("data_format") or self.data_format if hasattr(op, "get_config") else self.data_format
+        fmt = _config(op).get("data_format") or self.data_format
         static = _static_hw(out_tensor, fmt) if _is_image(out_tensor) else None
         fields = [s.field for s in in_states]
         if any(f is None for f in fields):
@@ -621,13 +631,15 @@ class _Walker:
             return _shift(field, (top, left)), out_hw
 
         if kind == "UpSampling2D":
-            # Approximate: unit u is centred where its sample lands, (u + 0.5)/s - 0.5 input
-            # units, so fields may be off by less than half an input jump; bilinear reads two
-            # neighbouring input units.
+            # Not affine: output unit u reads input unit floor(u/s) (nearest) or the two around
+            # c = (u + 0.5)/s - 0.5 (bilinear, half-pixel centres). Centre each field on c and
+            # widen it just enough to contain the true one for every u, so the box is a
+            # superset, at most one input jump too wide.
             size = _pair(cfg["size"])
-            grow = 0 if cfg.get("interpolation", "nearest") == "nearest" else 1
+            nearest = cfg.get("interpolation", "nearest") == "nearest"
+            grow = [Fraction(size[a] - 1, size[a]) if nearest else 2 - Fraction(1, size[a]) for a in range(2)]
             new = field._replace(
-                size=tuple(field.size[a] + grow * field.jump[a] for a in range(2)),
+                size=tuple(field.size[a] + grow[a] * field.jump[a] for a in range(2)),
                 start=tuple(field.start[a] + (Fraction(1, 2 * size[a]) - Fraction(1, 2)) * field.jump[a]
                             for a in range(2)),
                 jump=tuple(field.jump[a] / size[a] for a in range(2)),
@@ -659,9 +671,10 @@ class _Walker:
         raise _Unfollowable("layer type not supported")
 
     def conv_transpose(self, cfg, field, hw, out_tensor, fmt):
-        # Approximate: a transposed convolution has no integer stride on its input, so the
-        # jump is divided by the stride, each output unit is said to see ceil(k_eff/s) input
-        # units, and unit o is centred at (o + pad - (k_eff-1)/2) / s input units.
+        # Output unit o receives input units i with o = i*s + t*d - pad, i.e. integers in
+        # [c - (k_eff-1)/(2s), c + (k_eff-1)/(2s)] with c = (o + pad - (k_eff-1)/2) / s. Using
+        # that whole interval makes the jump j/s and the box a superset of the true field
+        # (too wide by less than one input jump when k_eff is not a multiple of s).
         kernel = _pair(cfg["kernel_size"])
         strides = _pair(cfg.get("strides", 1))
         dilation = _pair(cfg.get("dilation_rate", 1))
@@ -684,7 +697,7 @@ class _Walker:
             else:
                 pad = 0
             j = field.jump[a]
-            size.append(field.size[a] + (-(-k_eff // s) - 1) * j)
+            size.append(field.size[a] + Fraction(k_eff - 1, s) * j)
             start.append(field.start[a] + (pad - Fraction(k_eff - 1, 2)) / s * j)
             jump.append(j / s)
         return field._replace(size=tuple(size), jump=tuple(jump), start=tuple(start)), out_hw
@@ -733,7 +746,7 @@ class _Walker:
             return _op_macs(op, in_shape, out_shape)
         except ConvforgeError as exc:
             if self.macs_problem is None:
-                self.macs_problem = f"layer {prefix + op.name!r}: {exc}"
+                self.macs_problem = str(exc)
             return None
 
 
@@ -794,8 +807,8 @@ def _op_macs(op, in_shape, out_shape):
         return 0
     if in_shape is None or out_shape is None or None in in_shape or None in out_shape:
         raise ConvforgeError(
-            f"cannot count the MACs of {op.name!r}: its input {in_shape} or output {out_shape} has an "
-            "unknown size; build the model with a fixed input size"
+            f"layer {op.name!r} has input {in_shape} and output {out_shape} of unknown size; "
+            "build the model with a fixed input size"
         )
     cfg = _config(op)
     if kind == "Dense":

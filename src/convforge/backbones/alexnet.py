@@ -54,7 +54,7 @@ register(ModelSpec(
 register(ModelSpec(
     name="alexnet_original", family="alexnet", builder=build_alexnet,
     options=dict(convs=_PAPER, adaptive_pool=None), paper=_PAPER_REF, default_input_shape=(227, 227, 3),
-    min_input_size=227,
+    min_input_size=67,
     references=(Reference(60_965_224, "total", "Caffe bvlc_alexnet", input_shape=(227, 227, 3)),),
     notes="the paper's layout: 96/256/384/384/256 filters, LRN after conv1-2, groups=2 for the two-GPU split",
 ))

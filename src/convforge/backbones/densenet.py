@@ -44,4 +44,4 @@ for _name, (_options, _tv, _keras, _gmacs) in _VARIANTS.items():
     if _keras:
         _refs += (Reference(_keras, "total", "keras.applications"),)
     register(ModelSpec(name=_name, family="densenet", builder=build_densenet, options=_options, paper=_PAPER,
-                       references=_refs, macs=_gmacs * 1e9))
+                       min_input_size=29, references=_refs, macs=_gmacs * 1e9))

@@ -75,6 +75,6 @@ register(ModelSpec(
     paper="Szegedy et al., Going deeper with convolutions, CVPR 2015",
     references=(Reference(6_624_904, "trainable", "torchvision (aux_logits=False)"),
                 Reference(13_004_888, "trainable", "torchvision (aux_logits=True)", options={"aux_logits": True})),
-    macs=1.50e9,
+    min_input_size=31, macs=1.50e9,
     notes="torchvision layout (BN after every conv, 3x3 in the '5x5' branch); branch3_kernel=5 gives the paper's",
 ))

@@ -48,4 +48,5 @@ _VARIANTS = {
 }
 for _name, (_options, _params, _gmacs) in _VARIANTS.items():
     register(ModelSpec(name=_name, family="squeezenet", builder=build_squeezenet, options=_options, paper=_PAPER,
+                       min_input_size=29 if _name == "squeezenet1_0" else 25,
                        references=(Reference(_params, "total", "torchvision"),), macs=_gmacs * 1e9))

@@ -1,0 +1,68 @@
+"""The registry table: params, MACs and build time of every architecture at its default input size."""
+import hashlib
+import json
+import os
+import pathlib
+import time
+
+import keras
+
+from convforge import convmath
+from convforge.backbones import build_backbone
+from convforge.registry import get_spec, list_models
+
+_SOURCE_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _source_key():
+    """A hash of the code that defines the architectures, so cached rows expire when a builder changes."""
+    digest = hashlib.sha256(keras.__version__.encode())
+    for sub in ("backbones", "layers"):
+        for path in sorted((_SOURCE_ROOT / sub).glob("*.py")):
+            digest.update(path.read_bytes())
+    digest.update((_SOURCE_ROOT / "registry.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def model_row(name):
+    """Build `name` at its default input and class count and return its params, MACs and build seconds."""
+    spec = get_spec(name)
+    num_classes = spec.references[0].num_classes if spec.references else 1000
+    start = time.perf_counter()
+    model = build_backbone(name, num_classes=num_classes)
+    seconds = time.perf_counter() - start
+    params = convmath.count_params(model)
+    row = {
+        "name": name, "family": spec.family, "input_shape": list(spec.default_input_shape),
+        "num_classes": num_classes,
+        "params": params["total"], "trainable": params["trainable"], "macs": convmath.count_macs(model),
+        "build_seconds": round(seconds, 2), "published_macs": spec.macs,
+    }
+    keras.backend.clear_session()
+    return row
+
+
+def model_table(pattern="*", cache_dir=None, progress=None):
+    """Return model_row for every registered name matching pattern, cached per source version on disk."""
+    cache_dir = pathlib.Path(cache_dir or os.environ.get("CONVFORGE_CACHE", "~/.cache/convforge")).expanduser()
+    cache_file = cache_dir / f"model_table-{_source_key()}.json"
+    try:
+        cached = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    names = list_models(pattern)
+    rows = []
+    for i, name in enumerate(names, 1):
+        if name not in cached:
+            if progress:
+                progress(f"[{i}/{len(names)}] building {name} ...")
+            cached[name] = model_row(name)
+        rows.append(cached[name])
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cached, indent=1))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass  # a read-only home only costs the next run its speed
+    return rows

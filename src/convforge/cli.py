@@ -1,0 +1,96 @@
+"""The `convforge` command: parses arguments, calls the Python API, prints; known errors are one line, exit 2."""
+import argparse
+import os
+import sys
+
+from convforge.errors import ConvforgeError
+
+
+def _shape(text):
+    """Parse '224,224,3' into a tuple of ints for argparse."""
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHT,WIDTH,CHANNELS, e.g. 224,224,3") from None
+    if len(shape) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHT,WIDTH,CHANNELS, e.g. 224,224,3")
+    return shape
+
+
+def _human(n):
+    """Format a count as 25.6M / 4.09G."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def cmd_models(args):
+    """Print the registry: name, family, default input, params and MACs."""
+    from convforge.bench import model_table
+
+    rows = model_table(args.pattern, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    if not rows:
+        raise ConvforgeError(f"no registered model matches {args.pattern!r}; try `convforge models` for all")
+    print(f"{'name':<18} {'family':<11} {'input':<12} {'classes':>7} {'params':>12} {'trainable':>12} {'MACs':>8}")
+    for r in rows:
+        shape = "x".join(str(v) for v in r["input_shape"])
+        print(f"{r['name']:<18} {r['family']:<11} {shape:<12} {r['num_classes']:>7} {r['params']:>12,} "
+              f"{r['trainable']:>12,} {_human(r['macs']):>8}")
+    print(f"{len(rows)} models; params as Keras counts them (trainable: as PyTorch does); MACs per image")
+    return 0
+
+
+def cmd_summary(args):
+    """Print one row per layer with output shape, receptive field, jump, params, MACs; optionally draw fields."""
+    import convforge
+    from convforge import convmath
+
+    model = convforge.build_model(args.name, task=args.task, num_classes=args.num_classes,
+                                  input_shape=args.input_shape)
+    print(convmath.format_table(convmath.layer_table(model)))
+    if args.rf_image:
+        from convforge.visualize import draw_receptive_fields
+
+        levels = [name for name in convforge.feature_levels(model) if name != args.layer][-3:]
+        layers = [args.layer or levels.pop()] + levels
+        out = args.out or f"{args.name}_rf_{layers[0].replace('/', '_')}.png"
+        draw_receptive_fields(model, args.rf_image, layers, out)
+        print(f"receptive fields of {', '.join(layers)} drawn on {args.rf_image}: {out}")
+    return 0
+
+
+def build_parser():
+    """Return the argparse parser of the `convforge` command."""
+    parser = argparse.ArgumentParser(prog="convforge", description=__doc__.split(":")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list registered architectures with params and MACs")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("summary", help="per-layer table: shape, receptive field, jump, params, MACs")
+    p.add_argument("name", help="a registered architecture (see `convforge models`)")
+    p.add_argument("--input-shape", type=_shape, default=None, help="HEIGHT,WIDTH,CHANNELS (default: the model's)")
+    p.add_argument("--task", default="classification", help="task head to attach (default: classification)")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--rf-image", help="draw receptive fields of --layer and a few feature levels on this image")
+    p.add_argument("--layer", help="layer whose centre unit's receptive field is drawn (default: deepest level)")
+    p.add_argument("--out", help="PNG to write with --rf-image (default: NAME_rf_LAYER.png)")
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; returns the exit code (2 for bad input)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConvforgeError as err:
+        print(f"convforge: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

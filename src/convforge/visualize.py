@@ -1,0 +1,119 @@
+"""Pictures of what a CNN's units can see, drawn with matplotlib's Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from .errors import ConvforgeError, close_matches
+
+
+def _load_image(image_path, height, width):
+    """Return the image at image_path as an RGB uint8 array resized to height x width."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(image_path)
+    if not os.path.isfile(path):
+        raise ConvforgeError(f"image {path!r} does not exist or is not a file")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB").resize((width, height), Image.BILINEAR)
+            return np.asarray(img)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ConvforgeError(f"image {path!r} could not be read: {exc}") from None
+
+
+def _model_input_hw(rows):
+    for row in rows:
+        if row["type"] == "InputLayer" and row.get("spatial"):
+            return row["spatial"]
+    raise ConvforgeError("the model has no image input with a fixed height and width")
+
+
+def _title(name, rf):
+    if rf.is_global:
+        return f"{name}: RF global"
+    size = f"{rf.size[0]}" if rf.size[0] == rf.size[1] else f"{rf.size[0]}x{rf.size[1]}"
+    jump = f"{rf.jump[0]}" if rf.jump[0] == rf.jump[1] else f"{rf.jump[0]}x{rf.jump[1]}"
+    return f"{name}: RF {size}, jump {jump}" + (" (+global context)" if rf.global_context else "")
+
+
+def draw_receptive_fields(model, image_path, layers, out_path):
+    """Draw the receptive field of each named layer's centre unit over an image and save one PNG."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from . import convmath
+
+    if isinstance(layers, str):
+        layers = [layers]
+    layers = list(layers)
+    if not layers:
+        raise ConvforgeError("name at least one layer to draw")
+    rows = {row["name"]: row for row in convmath.layer_table(model)}
+    for name in layers:
+        if name not in rows:
+            hint = close_matches(name, rows) or " (its layers include " + ", ".join(list(rows)[1:6]) + ", ...)"
+            raise ConvforgeError(f"model {getattr(model, 'name', 'model')!r} has no layer {name!r}{hint}")
+    height, width = _model_input_hw(rows.values())
+    image = _load_image(image_path, height, width)
+
+    fig = Figure(figsize=(4.2 * len(layers), 4.6), dpi=100)
+    for k, name in enumerate(layers):
+        row = rows[name]
+        rf = row["rf"]
+        if rf is None:
+            raise ConvforgeError(
+                f"the receptive field of layer {name!r} ({row['type']}) is unknown; "
+                "see convmath.receptive_fields(model, strict=True) for the layer that stops it"
+            )
+        ax = fig.add_subplot(1, len(layers), k + 1)
+        # Pixel i covers [i - 0.5, i + 0.5] so boxes in pixel indices line up with the image.
+        ax.imshow(image, extent=(-0.5, width - 0.5, height - 0.5, -0.5), interpolation="nearest")
+        if rf.is_global:
+            top, left, bottom, right = 0, 0, height - 1, width - 1
+            centre = ((height - 1) / 2, (width - 1) / 2)
+        else:
+            spatial = row.get("spatial") or (1, 1)
+            unit = (spatial[0] // 2, spatial[1] // 2)
+            top, left, bottom, right = rf.box(*unit)
+            centre = rf.center(*unit)
+        clipped = (max(top, 0), max(left, 0), min(bottom, height - 1), min(right, width - 1))
+        if clipped[0] <= clipped[2] and clipped[1] <= clipped[3]:
+            ax.add_patch(Rectangle((clipped[1] - 0.5, clipped[0] - 0.5), clipped[3] - clipped[1] + 1,
+                                   clipped[2] - clipped[0] + 1, fill=False, edgecolor="red", linewidth=2))
+        outside = top < 0 or left < 0 or bottom > height - 1 or right > width - 1
+        if outside:
+            ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False,
+                                   edgecolor="red", linewidth=1.2, linestyle="--"))
+            # Widen the view so the part of the field that lies in the padding is visible.
+            x0, x1 = min(left, 0) - 0.5, max(right, width - 1) + 0.5
+            y0, y1 = min(top, 0) - 0.5, max(bottom, height - 1) + 0.5
+            margin = 0.03 * max(x1 - x0, y1 - y0)
+            ax.set_xlim(x0 - margin, x1 + margin)
+            ax.set_ylim(y1 + margin, y0 - margin)
+            ax.set_facecolor("#e8e8e8")
+        else:
+            ax.set_xlim(-0.5, width - 0.5)
+            ax.set_ylim(height - 0.5, -0.5)
+        ax.plot([centre[1]], [centre[0]], marker="+", color="yellow", markersize=12, markeredgewidth=2)
+        ax.set_title(_title(name, rf), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+
+    out_path = os.fspath(out_path)
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(folder):
+        raise ConvforgeError(f"cannot write {out_path!r}: folder {folder!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".rf-", suffix=".png", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png")
+        os.replace(tmp, out_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out_path
