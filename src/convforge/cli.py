@@ -45,15 +45,25 @@ def cmd_summary(args):
     """Print one row per layer with output shape, receptive field, jump, params, MACs; optionally draw fields."""
     import convforge
     from convforge import convmath
+    from convforge.errors import close_matches
 
     model = convforge.build_model(args.name, task=args.task, num_classes=args.num_classes,
                                   input_shape=args.input_shape)
-    print(convmath.format_table(convmath.layer_table(model)))
+    rows = convmath.layer_table(model)
+    layers = []
     if args.rf_image:
+        fields = {row["name"]: row["rf"] for row in rows}
+        levels = list(convforge.feature_levels(model))
+        layer = args.layer or levels[-1]
+        if layer not in fields:
+            raise ConvforgeError(f"{args.name} has no layer {layer!r}{close_matches(layer, fields)}; "
+                                 "`convforge summary NAME` lists its layers")
+        # Show how far the named layer looks next to the stages around it, skipping levels that repeat it.
+        layers = [layer] + [lv for lv in levels if lv != layer and fields[lv] != fields[layer]][-3:]
+    print(convmath.format_table(rows))
+    if layers:
         from convforge.visualize import draw_receptive_fields
 
-        levels = [name for name in convforge.feature_levels(model) if name != args.layer][-3:]
-        layers = [args.layer or levels.pop()] + levels
         out = args.out or f"{args.name}_rf_{layers[0].replace('/', '_')}.png"
         draw_receptive_fields(model, args.rf_image, layers, out)
         print(f"receptive fields of {', '.join(layers)} drawn on {args.rf_image}: {out}")
