@@ -70,6 +70,44 @@ def cmd_summary(args):
     return 0
 
 
+def _load_model(spec, weights=None, input_shape=None):
+    """Return a model from a registered name (optionally with a .weights.h5 file) or a .keras file path."""
+    import keras
+
+    import convforge
+
+    if str(spec).endswith(".keras"):
+        if not os.path.isfile(spec):
+            raise ConvforgeError(f"model file {spec!r} does not exist")
+        return keras.models.load_model(spec, safe_mode=True)
+    model = convforge.build_model(spec, input_shape=input_shape)
+    if weights:
+        if not os.path.isfile(weights):
+            raise ConvforgeError(f"weights file {weights!r} does not exist")
+        try:
+            model.load_weights(weights)
+        except ValueError as err:
+            raise ConvforgeError(f"weights file {weights!r} does not fit {spec}: {err}".split("\n")[0]) from err
+    return model
+
+
+def cmd_filters(args):
+    """Draw an image filtered by hand-made kernels next to the feature maps a model's filters produce."""
+    from convforge.layers.filters import KERNELS
+    from convforge.visualize import draw_filter_responses
+
+    kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    for k in kernels:
+        if k not in KERNELS:
+            from convforge.errors import close_matches
+
+            raise ConvforgeError(f"kernel {k!r} is unknown{close_matches(k, KERNELS)}; known: {', '.join(KERNELS)}")
+    model = _load_model(args.model, args.weights, args.input_shape) if args.model else None
+    out = draw_filter_responses(args.image, args.out, kernels, model=model, layer=args.layer)
+    print(f"filter responses of {args.image}: {out}")
+    return 0
+
+
 def build_parser():
     """Return the argparse parser of the `convforge` command."""
     parser = argparse.ArgumentParser(prog="convforge", description=__doc__.split(":")[0])
@@ -83,11 +121,22 @@ def build_parser():
     p.add_argument("name", help="a registered architecture (see `convforge models`)")
     p.add_argument("--input-shape", type=_shape, default=None, help="HEIGHT,WIDTH,CHANNELS (default: the model's)")
     p.add_argument("--task", default="classification", help="task head to attach (default: classification)")
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--num-classes", type=int, default=None, help="default: the published class count")
     p.add_argument("--rf-image", help="draw receptive fields of --layer and a few feature levels on this image")
     p.add_argument("--layer", help="layer whose centre unit's receptive field is drawn (default: deepest level)")
     p.add_argument("--out", help="PNG to write with --rf-image (default: NAME_rf_LAYER.png)")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("filters", help="an image through hand-made kernels (Sobel, blur, ...) next to learned ones")
+    p.add_argument("image")
+    p.add_argument("--kernels", default="sobel_x,sobel_y,laplacian,gaussian_blur,sharpen",
+                   help="comma-separated names from convforge.layers.KERNELS")
+    p.add_argument("--model", help="a registered name or a trained .keras file whose first conv is shown")
+    p.add_argument("--weights", help="a .weights.h5 file for --model given by name")
+    p.add_argument("--layer", help="the layer whose feature maps are shown (default: the first conv)")
+    p.add_argument("--input-shape", type=_shape, default=None, help="HEIGHT,WIDTH,CHANNELS for --model by name")
+    p.add_argument("--out", default="filters.png", help="PNG to write (default: filters.png)")
+    p.set_defaults(func=cmd_filters)
     return parser
 
 

@@ -39,6 +39,11 @@ class ModelSpec:
     macs: float | None = None  # published multiply-accumulates at default_input_shape, for a sanity check
     notes: str = ""
 
+    @property
+    def num_classes(self):
+        """The class count the model is published with (1000 for ImageNet models, 10 for LeNet-5)."""
+        return self.references[0].num_classes if self.references else 1000
+
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _FAMILY_MODULES = ("lenet", "alexnet", "vgg", "googlenet", "inception", "resnet", "densenet", "squeezenet",

@@ -102,12 +102,16 @@ def draw_receptive_fields(model, image_path, layers, out_path):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
+    return _save_figure(fig, out_path)
 
+
+def _save_figure(fig, out_path):
+    """Write a matplotlib figure as PNG atomically (temp file in the same folder, then rename)."""
     out_path = os.fspath(out_path)
     folder = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(folder):
         raise ConvforgeError(f"cannot write {out_path!r}: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".rf-", suffix=".png", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".convforge-", suffix=".png", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             fig.savefig(handle, format="png")
@@ -117,3 +121,57 @@ def draw_receptive_fields(model, image_path, layers, out_path):
             os.unlink(tmp)
         raise
     return out_path
+
+
+def _first_conv(model):
+    """Return the name of the first Conv2D layer of a model (where learned filters meet the pixels)."""
+    for layer in model.layers:
+        if type(layer).__name__ == "Conv2D":
+            return layer.name
+    raise ConvforgeError(f"model {model.name!r} has no Conv2D layer to compare with the hand-made filters")
+
+
+def draw_filter_responses(image_path, out_path, kernels=("sobel_x", "sobel_y", "laplacian", "gaussian_blur"),
+                          model=None, layer=None, maps=4):
+    """Draw an image's responses to hand-made kernels and, given a model, to the filters it learned.
+
+    The top row is the grey image filtered by each fixed kernel of convforge.layers.ImageFilter; the bottom
+    row (with `model`) shows the strongest `maps` feature maps of `layer` (default: its first conv).
+    """
+    import numpy as np
+    import keras
+    from matplotlib.figure import Figure
+
+    from convforge.layers.filters import ImageFilter
+
+    size = (224, 224)
+    if model is not None:
+        size = tuple(model.input.shape[1:3])
+    image = _load_image(image_path, *size).astype("float32") / 255.0
+    grey = image.mean(axis=-1, keepdims=True)[None]
+    fixed = np.asarray(ImageFilter(list(kernels))(grey))[0]
+    panels = [("image", image)] + [(k, fixed[..., i]) for i, k in enumerate(kernels)]
+    learned = []
+    if model is not None:
+        layer = layer or _first_conv(model)
+        names = [lyr.name for lyr in model.layers]
+        if layer not in names:
+            raise ConvforgeError(f"model {model.name!r} has no layer {layer!r}{close_matches(layer, names)}")
+        probe = keras.Model(model.input, model.get_layer(layer).output)
+        channels = model.input.shape[-1]
+        batch = (image if channels == 3 else image.mean(axis=-1, keepdims=True))[None]
+        out = np.asarray(probe(batch, training=False), dtype="float32")[0]
+        strongest = np.argsort(-np.abs(out).mean(axis=(0, 1)))[:maps]
+        learned = [(f"{layer}[{c}]", out[..., c]) for c in strongest]
+    cols = max(len(panels), len(learned))
+    rows = 2 if learned else 1
+    fig = Figure(figsize=(2.6 * cols, 2.9 * rows), dpi=100)
+    for r, row in enumerate([panels] + ([learned] if learned else [])):
+        for c, (title, data) in enumerate(row):
+            ax = fig.add_subplot(rows, cols, r * cols + c + 1)
+            ax.imshow(data, cmap=None if data.ndim == 3 else "gray", interpolation="nearest")
+            ax.set_title(("hand-made: " if r == 0 and c else "model: " if r else "") + title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return _save_figure(fig, out_path)

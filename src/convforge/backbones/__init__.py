@@ -7,14 +7,14 @@ from convforge.errors import ModelError
 from convforge.registry import get_spec
 
 
-def build_backbone(name, input_shape=None, num_classes=1000, include_top=True, pooling=None, dtype=None,
+def build_backbone(name, input_shape=None, num_classes=None, include_top=True, pooling=None, dtype=None,
                    **options):
     """Build a registered architecture as a keras.Model; options override the registered row's.
 
     Args:
         name: a registered name (see `convforge.list_models()`), e.g. "resnet50".
         input_shape: (height, width, channels); defaults to the architecture's own (224x224x3 for most).
-        num_classes: size of the classifier when include_top is True.
+        num_classes: size of the classifier when include_top is True (default: the published one).
         include_top: add the classification top; without it the model outputs the last feature level.
         pooling: with include_top=False, None (feature map), "avg" or "max" (a vector).
         dtype: a Keras precision policy ("mixed_bfloat16", ...); the classifier stays float32.
@@ -27,6 +27,7 @@ def build_backbone(name, input_shape=None, num_classes=1000, include_top=True, p
     """
     spec = get_spec(name)
     shape = check_input_shape(spec, input_shape or spec.default_input_shape)
+    num_classes = spec.num_classes if num_classes is None else num_classes
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ModelError(f"{spec.name}: num_classes must be a positive integer, got {num_classes!r}")
     kwargs = {**spec.options, **options, "num_classes": num_classes, "include_top": include_top,

@@ -5,7 +5,7 @@ from convforge.errors import ModelError, close_matches
 TASKS = ("classification",)
 
 
-def build_model(name, task="classification", num_classes=1000, input_shape=None, **options):
+def build_model(name, task="classification", num_classes=None, input_shape=None, **options):
     """Build the keras.Model of architecture `name` for `task` (classification for now; more tasks follow)."""
     if task not in TASKS:
         raise ModelError(f"unknown task {task!r}{close_matches(task, TASKS)}; accepted: {', '.join(TASKS)}")
