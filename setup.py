@@ -31,6 +31,8 @@ setup(
         "pydantic~=2.10",
         "pillow>=10",
         "matplotlib~=3.8",
+        "scikit-learn~=1.9",
+        "pycocotools~=2.0",
     ],
     extras_require={
         "test": [

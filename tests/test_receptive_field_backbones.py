@@ -11,12 +11,17 @@ path of non-zero weights. To see it in a gradient we make every path count and n
 * every kernel is the constant 1/fan_in and every bias 0; BatchNormalization is kept but set to
   gamma=1, beta=0, mean=0, var=1; with the all-ones input every pre-activation is then positive, so ReLU
   passes every gradient unchanged;
+* each convolution keeps PROBE_WIDTH output channels (a multiple of its groups) instead of 64..2048: which
+  pixels are connected depends only on kernel sizes, strides, dilations and padding (every channel of a
+  plain conv reads every input channel; grouped and depthwise convs read the same window per channel), and
+  it makes the float64 forward/backward ~20x cheaper;
 * ReLU6 (MobileNetV2) becomes an uncapped ReLU and sigmoid/tanh activations become linear: a saturated
-  unit (ReLU6 above 6, where residual sums of ~1-valued maps can land) has zero gradient and would hide
-  pixels that the architecture does connect;
+  unit has zero gradient and would hide pixels the architecture does connect (the residual sums of
+  MobileNetV2's clone reach ~400, far past ReLU6's cap of 6);
 * the clone computes in float64: the pixel at the edge of a deep field is reached only through the extreme
-  tap of every layer, so its gradient is about (1/3)**depth per axis, e.g. ~1e-56 at DenseNet-121's C5,
-  which underflows float32 (and TF flushes float32 denormals to zero on CPU).
+  tap of every layer, so its gradient shrinks like (1/k)**depth. The smallest non-zero values here are
+  ~1e-13, but DenseNet-121's C3 at 224 px already gets 6e-33, near float32's 1e-38 floor (and TensorFlow's
+  CPU kernels flush float32 denormals to zero); float64 keeps these tests valid at larger sizes.
 Then the box of pixels with a non-zero d(sum over channels of unit (i, j))/d(input) must equal
 ReceptiveField.clipped_box(i, j) exactly. All probes of one model run in a single backward pass: sample b of
 a batch of identical inputs carries probe b's unit, so the gradient of their sum w.r.t. input b is probe b's.
@@ -50,19 +55,21 @@ HEAVY = {"resnet152", "resnext101_32x8d", "densenet201", "densenet161", "vgg19_b
 # helpers
 # --------------------------------------------------------------------------------------
 
-# (name, size) pairs built by more than one test; anything else is built afresh and freed after its test.
-_SHARED = {("vgg11", 64), ("densenet121", 64), ("se_resnet50", 64)}
+PROBE_WIDTH = 4  # output channels of each conv in the measuring clone
+# Models built by more than one test are kept; anything else is built afresh and freed after its test.
+_SHARED = {("vgg11", 64, ()), ("densenet121", 64, ()), ("se_resnet50", 64, ()), ("resnet50", 64, ()),
+           ("resnet50", 224, ()), ("resnet50", 224, (("stride_in_1x1", True),))}
 _cache = {}
 
 
 def _build(name, size, **options):
-    """Build a backbone without top at size x size (its own channel count), cached for _SHARED pairs."""
-    key = (name, size)
-    if key in _cache and not options:
+    """Build a backbone without top at size x size (its own channel count), cached for _SHARED keys."""
+    key = (name, size, tuple(sorted(options.items())))
+    if key in _cache:
         return _cache[key]
     channels = convforge.get_spec(name).default_input_shape[2]
     model = convforge.build_backbone(name, input_shape=(size, size, channels), include_top=False, **options)
-    if key in _SHARED and not options:
+    if key in _SHARED:
         _cache[key] = model
     return model
 
@@ -74,6 +81,10 @@ def _probe_layer(layer):
     if isinstance(layer, keras.layers.MaxPooling2D):
         return keras.layers.AveragePooling2D(config["pool_size"], config["strides"], padding=config["padding"],
                                              data_format=config["data_format"], name=layer.name, dtype="float64")
+    if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D):
+        # Width does not decide which pixels connect: keep a few channels (a multiple of the groups).
+        groups = config.get("groups", 1)
+        config["filters"] = max(groups, min(config["filters"], PROBE_WIDTH) // groups * groups)
     if isinstance(layer, keras.layers.ReLU):
         # ReLU6 saturates; with positive values an uncapped ReLU has the same (all-ones) derivative pattern.
         return keras.layers.ReLU(name=layer.name, dtype="float64")
@@ -83,7 +94,7 @@ def _probe_layer(layer):
 
 
 def _probe_clone(model):
-    """Return the measuring clone of model: average pools, 1/fan_in kernels, identity BN, float64."""
+    """Return the measuring clone of model: average pools, slim 1/fan_in kernels, unit BN, float64."""
     inputs = keras.Input(model.input.shape[1:], dtype="float64", name="image")
     clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=_probe_layer)
     for layer in clone.layers:
@@ -185,7 +196,9 @@ def test_rectangular_fields_of_inception_v3_factorized_kernels():
     full = _build("inception_v3", 299)
     model = keras.Model(full.input, full.get_layer("mixed4_b2_3_conv").output)
     rfs = convforge.receptive_fields(model, strict=True)
-    # mixed3 (17x17, jump 16) -> 1x1 -> 7x1 adds 6*16 rows -> 1x7 adds 6*16 columns -> 7x1 rows again.
+    # mixed3 (17x17, jump 16) -> 1x1 -> 7x1 adds 6*16 rows -> 1x7 adds 6*16 columns -> 7x1 rows again,
+    # unit (i, j) centred on pixel 21 + 16 i (stem and reductions are 'valid').
+    assert rfs["mixed4_b2_1_conv"].start == (21.0, 21.0)
     assert rfs["mixed3"].size == (159, 159) and rfs["mixed3"].jump == (16, 16)
     assert rfs["mixed4_b2_1_conv"].size == (255, 159)
     assert rfs["mixed4_b2_2_conv"].size == (255, 255)
@@ -194,7 +207,7 @@ def test_rectangular_fields_of_inception_v3_factorized_kernels():
     results = _compare(model, names)
     bad = [f"{p}: measured {m} != computed {c} ({rf})" for p, m, c, rf in results if m != c]
     assert not bad, "\n".join(bad)
-    # Centre unit (8, 8) of the 7x1->1x7 branch: rows 149 +- 127, columns 149 +- 79, both inside 0..298.
+    # Centre unit (8, 8) of mixed4_b2_1_conv (after the first 7x1): rows 149 +- 127, columns 149 +- 79.
     by_probe = {p: m for p, m, _, _ in results}
     assert by_probe[("mixed4_b2_1_conv", 8, 8)] == (22, 70, 276, 228)
 
@@ -233,8 +246,10 @@ def test_resnet50_receptive_field_427_for_torchvision_v15_and_483_for_v1():
     # original v1 / keras.applications (stride on the first 1x1, which adds no size), so each stage's first
     # 3x3 already runs at the new jump:
     #   conv3: 35 + 4*16 = 99; conv4: 99 + 6*32 = 291; conv5: 291 + 3*64 = 483
-    # 483 is the figure in Araujo et al., Distill 2019 (Table 1, ResNet-50, computed for the v1 layout);
-    # the 427 commonly quoted for torchvision's resnet50 is the v1.5 value.
+    # 483 is the ResNet-50 figure of Araujo et al., Distill 2019, computed on TF-slim's resnet_v1_50, whose
+    # stride sits on the 3x3 of each stage's *last* unit: the same number of 3x3s runs at each jump as with
+    # the stride on the first 1x1, hence the same 483. torchvision (v1.5) moves the stride onto the first
+    # unit's 3x3, so one 3x3 per stage runs at the old, smaller jump: 427.
     v15 = convforge.receptive_fields(_build("resnet50", 224), strict=True)
     v1 = convforge.receptive_fields(_build("resnet50", 224, stride_in_1x1=True), strict=True)
     expected_v15 = {"C1": 7, "C2": 35, "C3": 91, "C4": 267, "C5": 427}
@@ -247,19 +262,24 @@ def test_resnet50_receptive_field_427_for_torchvision_v15_and_483_for_v1():
     # Symmetric padding throughout: unit (i, j) of C5 is centred on pixel (32 i, 32 j).
     assert v15["C5"].start == v1["C5"].start == (0.0, 0.0)
     assert v15["C5"].box(3, 3) == (96 - 213, 96 - 213, 96 + 213, 96 + 213)
+    # Independent check of the v1 layout: keras.applications' ResNet50 (stride on the first 1x1) gives 483.
+    reference = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(224, 224, 3))
+    ref = convforge.receptive_fields(reference, strict=True)
+    assert [ref[f"conv{s}_block{b}_out"].size[0] for s, b in ((2, 3), (3, 4), (4, 6), (5, 3))] == [35, 99, 291, 483]
 
 
 def test_resnet50_stride_placement_measured_by_gradient():
     # The 91 vs 99 difference at C3 (which grows to 427 vs 483 at C5) measured on the real blocks: both
-    # layouts cut at C3, 128x128 input, centre unit (8, 8) sees 64 +- 45 (v1.5) or 64 +- 49 (v1).
+    # layouts at 224, cut at C3 (28x28, jump 8, unit (i, j) centred on pixel (8 i, 8 j)); the centre unit
+    # (14, 14) sees 112 +- 45 (v1.5) or 112 +- 49 (v1).
     for options, half in (({}, 45), ({"stride_in_1x1": True}, 49)):
-        full = _build("resnet50", 128, **options)
+        full = _build("resnet50", 224, **options)
         model = keras.Model(full.input, full.get_layer("C3").output)
         results = _compare(model, ["C3", "conv3_block1_add"])
         bad = [f"{p}: measured {m} != computed {c} ({rf})" for p, m, c, rf in results if m != c]
         assert not bad, "\n".join(bad)
         by_probe = {p: m for p, m, _, _ in results}
-        assert by_probe[("C3", 8, 8)] == (64 - half, 64 - half, 64 + half, 64 + half), options
+        assert by_probe[("C3", 14, 14)] == (112 - half, 112 - half, 112 + half, 112 + half), options
 
 
 def test_se_resnet50_later_layers_carry_global_context():
@@ -283,11 +303,16 @@ def test_se_resnet50_later_layers_carry_global_context():
 # every registered architecture can be followed
 # --------------------------------------------------------------------------------------
 
-def _model_params():
-    params = []
+def _model_groups():
+    """One test per family (conftest clears the Keras session around every test, ~0.5 s each), and one
+    for the heavy builds, skipped unless CONVFORGE_SLOW=1."""
+    families = {}
     for name in convforge.list_models():
-        marks = [pytest.mark.skipif(not SLOW, reason="heavy build; set CONVFORGE_SLOW=1")] if name in HEAVY else []
-        params.append(pytest.param(name, marks=marks, id=name))
+        if name not in HEAVY:
+            families.setdefault(convforge.get_spec(name).family, []).append(name)
+    params = [pytest.param(names, id=family) for family, names in sorted(families.items())]
+    params.append(pytest.param(sorted(HEAVY), id="heavy",
+                               marks=pytest.mark.skipif(not SLOW, reason="heavy builds; set CONVFORGE_SLOW=1")))
     return params
 
 
@@ -297,24 +322,31 @@ def _model_params():
 EXACT_SHAPE_FAMILIES = {"resnet", "densenet", "vgg", "googlenet", "mobilenet"}
 
 
-@pytest.mark.parametrize("name", _model_params())
-def test_every_registered_model_has_a_field_for_every_layer(name):
-    spec = convforge.get_spec(name)
-    size = max(spec.min_input_size, 64)
-    model = _build(name, size)
-    rfs = convforge.receptive_fields(model, strict=True)  # strict: raises on any layer it cannot follow
-    assert set(rfs) == {layer.name for layer in model.layers}
-    missing = [layer for layer, rf in rfs.items() if rf is None]
-    assert not missing, f"{name}: no receptive field for {missing}"
-    levels = feature_levels(model)
-    assert levels, f"{name} has no feature levels"
-    previous = 0
-    for level in levels:
-        rf = rfs[level]
-        k = int(level[1:])
-        # Every strided layer of every family halves the map, so Ck is always 2**k pixels apart.
-        assert not rf.is_global and rf.jump == (2 ** k, 2 ** k), (name, level, rf)
-        assert rf.size[0] == rf.size[1] > previous, (name, level, rf)
-        previous = rf.size[0]
-    if size % 32 == 0 and spec.family in EXACT_SHAPE_FAMILIES:
-        assert level_strides(model) == {level: rfs[level].jump[0] for level in levels}
+def test_every_registered_model_is_covered():
+    assert set(HEAVY) <= set(convforge.list_models())
+    covered = [n for p in _model_groups() for n in p.values[0]]
+    assert sorted(covered) == convforge.list_models()
+
+
+@pytest.mark.parametrize("names", _model_groups())
+def test_every_registered_model_has_a_field_for_every_layer(names):
+    for name in names:
+        spec = convforge.get_spec(name)
+        size = max(spec.min_input_size, 64)
+        model = _build(name, size)
+        rfs = convforge.receptive_fields(model, strict=True)  # strict: raises on any layer it cannot follow
+        assert set(rfs) == {layer.name for layer in model.layers}
+        missing = [layer for layer, rf in rfs.items() if rf is None]
+        assert not missing, f"{name}: no receptive field for {missing}"
+        levels = feature_levels(model)
+        assert levels, f"{name} has no feature levels"
+        previous = 0
+        for level in levels:
+            rf = rfs[level]
+            k = int(level[1:])
+            # Every strided layer of every family halves the map, so Ck is always 2**k pixels apart.
+            assert not rf.is_global and rf.jump == (2 ** k, 2 ** k), (name, level, rf)
+            assert rf.size[0] == rf.size[1] > previous, (name, level, rf)
+            previous = rf.size[0]
+        if size % 32 == 0 and spec.family in EXACT_SHAPE_FAMILIES:
+            assert level_strides(model) == {level: rfs[level].jump[0] for level in levels}, name

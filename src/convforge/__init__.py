@@ -34,6 +34,8 @@ _API = {
     "layer_table": "convforge.convmath",
     "draw_receptive_fields": "convforge.visualize",
     "model_table": "convforge.bench",
+    "load_recipe": "convforge.recipes",
+    "train": "convforge.train",
 }
 
 __all__ = sorted(_API) + ["ConvforgeError", "DataError", "ExportError", "ModelError", "RecipeError"]

@@ -108,6 +108,120 @@ def cmd_filters(args):
     return 0
 
 
+def cmd_check(args):
+    """Validate a recipe (and --set overrides) without training; print the resolved recipe."""
+    from convforge.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, overrides=args.set)
+    if args.verbose:
+        print(recipe.to_yaml())
+    print(f"{args.recipe}: ok ({recipe.task}, {recipe.model.architecture})")
+    return 0
+
+
+def cmd_recipe_schema(args):
+    """Print the JSON schema of recipes, for editors that complete YAML."""
+    import json
+
+    from convforge.recipes import recipe_json_schema
+
+    print(json.dumps(recipe_json_schema(), indent=2))
+    return 0
+
+
+def cmd_train(args):
+    """Train a recipe; the last line printed is the run folder."""
+    from convforge.recipes import load_recipe
+    from convforge.train import train
+
+    recipe = load_recipe(args.recipe, overrides=args.set)
+    resume = args.resume is not None
+    run_dir = args.resume if args.resume not in (None, "latest") else args.run_dir
+    train(recipe, run_dir=run_dir, resume=resume, verbose=2 if args.quiet else 1)
+    return 0
+
+
+def cmd_evaluate(args):
+    """Evaluate a trained model on the recipe's val split; print the metrics and write them as JSON."""
+    import json
+
+    import keras
+
+    from convforge.recipes import load_recipe
+    from convforge.tasks import get_task
+    from convforge.train.datasets import datasets_for_recipe
+    from convforge.train.trainer import latest_run_dir
+
+    recipe = load_recipe(args.recipe, overrides=args.set)
+    weights = args.weights
+    if weights is None:
+        latest = latest_run_dir(recipe.name)
+        if latest is None or not (latest / "model.keras").exists():
+            raise ConvforgeError(f"no trained model for {recipe.name!r}: pass --weights MODEL.keras or train first")
+        weights = str(latest / "model.keras")
+    if not os.path.isfile(weights):
+        raise ConvforgeError(f"weights file {weights!r} does not exist")
+    task = get_task(recipe.task)
+    data = datasets_for_recipe(recipe, task)
+    if data.val is None:
+        raise ConvforgeError(f"{args.recipe}: data.val gives no validation split to evaluate on")
+    model = keras.models.load_model(weights, compile=False, safe_mode=True)
+    metrics = task.evaluate(task.inference_model(model), data.val, data.class_names)
+    metrics = {f"val_{k}": v for k, v in metrics.items()}
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(weights)), "evaluation.json")
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump({"weights": weights, **metrics}, f, indent=1)
+    for key, value in metrics.items():
+        if key != "val_confusion_matrix":
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    print(out)
+    return 0
+
+
+def cmd_predict(args):
+    """Print the top classes (or the box) a trained model gives each image."""
+    import json
+    import pathlib
+
+    import keras
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from convforge.tasks import get_task
+
+    if not os.path.isfile(args.model):
+        raise ConvforgeError(f"model file {args.model!r} does not exist")
+    folder = pathlib.Path(args.model).resolve().parent
+    model = keras.models.load_model(args.model, compile=False, safe_mode=True)
+    names = json.loads((folder / "class_names.json").read_text()) if (folder / "class_names.json").exists() else []
+    prep_file = folder / "preprocessing.json"
+    if prep_file.exists():
+        prep = json.loads(prep_file.read_text())
+    else:
+        h, w, c = model.input.shape[1:]
+        prep = {"resize": [h, w], "channels": c, "scale": 1 / 255, "mean": [0.0] * c, "std": [1.0] * c}
+    task = get_task("localization" if isinstance(model.output, dict) else "classification")
+    for path in args.images:
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L" if prep["channels"] == 1 else "RGB")
+                img = img.resize((prep["resize"][1], prep["resize"][0]), Image.BILINEAR)
+                x = np.asarray(img, dtype="float32").reshape(1, *prep["resize"], prep["channels"])
+        except FileNotFoundError:
+            raise ConvforgeError(f"image {path!r} does not exist") from None
+        except (UnidentifiedImageError, OSError) as err:
+            raise ConvforgeError(f"image {path!r} could not be read: {err}") from None
+        x = (x * prep["scale"] - np.asarray(prep["mean"], "float32")) / np.asarray(prep["std"], "float32")
+        outputs = model(x, training=False)
+        outputs = {k: np.asarray(v)[0] for k, v in outputs.items()} if isinstance(outputs, dict) else np.asarray(
+            outputs)[0]
+        results = task.describe(outputs, names, top_k=args.top)
+        text = ", ".join(f"{r['class']} {r['probability']:.3f}" + (f" box {r['box']}" if "box" in r else "")
+                         for r in results)
+        print(f"{path}: {text}")
+    return 0
+
+
 def build_parser():
     """Return the argparse parser of the `convforge` command."""
     parser = argparse.ArgumentParser(prog="convforge", description=__doc__.split(":")[0])
@@ -137,6 +251,39 @@ def build_parser():
     p.add_argument("--input-shape", type=_shape, default=None, help="HEIGHT,WIDTH,CHANNELS for --model by name")
     p.add_argument("--out", default="filters.png", help="PNG to write (default: filters.png)")
     p.set_defaults(func=cmd_filters)
+
+    overrides = dict(action="append", default=[], metavar="FIELD=VALUE",
+                     help="override a recipe field by its dotted path, e.g. train.epochs=3 (repeatable)")
+    p = sub.add_parser("check", help="validate a recipe without training")
+    p.add_argument("recipe")
+    p.add_argument("--set", **overrides)
+    p.add_argument("-v", "--verbose", action="store_true", help="print the resolved recipe")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("recipe-schema", help="print the JSON schema of recipes")
+    p.set_defaults(func=cmd_recipe_schema)
+
+    p = sub.add_parser("train", help="train a recipe; prints the run folder last")
+    p.add_argument("recipe")
+    p.add_argument("--set", **overrides)
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
+                   help="continue the newest (or the given) run of this recipe from its last finished epoch")
+    p.add_argument("--run-dir", help="write the run here instead of runs/<name>/<timestamp>")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, one line per epoch")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="the task's metrics on the recipe's val split, printed and as JSON")
+    p.add_argument("recipe")
+    p.add_argument("--weights", help="a trained .keras model (default: the newest run's model.keras)")
+    p.add_argument("--set", **overrides)
+    p.add_argument("--out", help="JSON file to write (default: evaluation.json beside the model)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top classes (or the box) for each image")
+    p.add_argument("model", help="a trained .keras file (a run's model.keras)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=int, default=3)
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

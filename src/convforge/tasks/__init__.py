@@ -1,12 +1,28 @@
 """Tasks: a backbone plus the head, losses, metrics and decoding of one vision task."""
-from convforge.backbones import build_backbone
 from convforge.errors import ModelError, close_matches
 
-TASKS = ("classification",)
+TASKS = ("classification", "localization")
+
+
+def get_task(name):
+    """Return the Task object for a task name, or raise ModelError listing the accepted names."""
+    if name == "classification":
+        from convforge.tasks.classification import Classification
+
+        return Classification()
+    if name == "localization":
+        from convforge.tasks.localization import Localization
+
+        return Localization()
+    raise ModelError(f"unknown task {name!r}{close_matches(name, TASKS)}; accepted: {', '.join(TASKS)}")
 
 
 def build_model(name, task="classification", num_classes=None, input_shape=None, **options):
-    """Build the keras.Model of architecture `name` for `task` (classification for now; more tasks follow)."""
-    if task not in TASKS:
-        raise ModelError(f"unknown task {task!r}{close_matches(task, TASKS)}; accepted: {', '.join(TASKS)}")
-    return build_backbone(name, input_shape=input_shape, num_classes=num_classes, include_top=True, **options)
+    """Build the keras.Model of architecture `name` for `task` ("classification" or "localization")."""
+    from convforge.registry import get_spec
+
+    task_obj = get_task(task)
+    spec = get_spec(name)
+    dtype = options.pop("dtype", None)
+    return task_obj.build_model(spec.name, input_shape, spec.num_classes if num_classes is None else num_classes,
+                                options, dtype=dtype)

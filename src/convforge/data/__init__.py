@@ -1,0 +1,56 @@
+"""convforge.data: datasets described once, decoded into records, parsed per task into tf.data pipelines.
+
+Sources decode a layout into Records / ImageArrays / Examples (records.py); the pipeline's task parsers
+turn those into training targets (pipeline.py); augmentations are named Keras layers (augment.py).
+Names resolve lazily, so reading annotations does not import TensorFlow.
+
+Examples:
+    >>> from convforge import data
+    >>> splits = data.ensure_shapes("/tmp/shapes", n=200)                       # doctest: +SKIP
+    >>> train = data.coco(*splits["train"])                                    # doctest: +SKIP
+    >>> ds = data.build_dataset(train, "localization", (64, 64, 3), 32, True,
+    ...                         augment=["flip", "crop"], seed=0)              # doctest: +SKIP
+"""
+import importlib
+
+_API = {
+    "Records": "convforge.data.records",
+    "ImageArrays": "convforge.data.records",
+    "Examples": "convforge.data.records",
+    "DataWarning": "convforge.data.records",
+    "EXAMPLE_KEYS": "convforge.data.records",
+    "image_folder": "convforge.data.sources.folder",
+    "coco": "convforge.data.sources.coco",
+    "voc": "convforge.data.sources.voc",
+    "VOC_CLASSES": "convforge.data.sources.voc",
+    "digits": "convforge.data.sources.digits",
+    "tfrecord": "convforge.data.sources.tfrecord",
+    "write_tfrecord": "convforge.data.sources.tfrecord",
+    "SOURCES": "convforge.data.sources",
+    "load_source": "convforge.data.sources",
+    "generate_shapes": "convforge.data.shapes",
+    "ensure_shapes": "convforge.data.shapes",
+    "load_shapes": "convforge.data.shapes",
+    "SHAPE_CLASSES": "convforge.data.shapes",
+    "KEYPOINT_NAMES": "convforge.data.shapes",
+    "build_dataset": "convforge.data.pipeline",
+    "preprocessing": "convforge.data.pipeline",
+    "PARSERS": "convforge.data.pipeline",
+    "AUGMENTATIONS": "convforge.data.augment",
+    "check_augment": "convforge.data.augment",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    """Import the module that holds a public name on first use."""
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'convforge.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,295 @@
+"""build_dataset: any source -> tf.data batches of (float32 images, task targets), ready for model.fit.
+
+Order of work, each step there for a reason:
+
+    shuffle file list (whole, cheap)  when training without cache: nothing decoded is buffered
+    read + decode + channels + resize + task target   in parallel (AUTOTUNE)
+    ignore_errors                     a last guard: sources already checked every file up-front
+    cache                             decoded, resized uint8 images: 4x smaller than float32
+    shuffle (shuffle_buffer)          when training on cached or TFRecord data
+    batch
+    augment (training only) + normalize   on whole batches: Keras layers vectorize over the batch
+    prefetch(AUTOTUNE)
+
+Targets per task (PARSERS):
+    classification   int32 class id, or float32 one-hot (num_classes,) when one_hot (on by default with
+                     mixup / cutmix, in training and evaluation alike, so one loss serves both)
+    localization     {"label": int32, "box": float32 [ymin, xmin, ymax, xmax] normalized to 0..1} for the
+                     largest non-crowd object; boxes stay normalized, so resizing leaves them valid
+"""
+import dataclasses
+from collections.abc import Mapping
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from convforge.data.augment import build_augmenter, check_augment, mixes_labels
+from convforge.data.records import Examples, ImageArrays, Records
+from convforge.errors import DataError, close_matches
+
+NORMALIZATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Parser:
+    """A task's view of an example: which records qualify and what target it trains on."""
+
+    keeps_record: Callable  # record dict -> bool (Records, checked in Python so emptiness is known early)
+    keeps_example: Callable  # example dict of tensors -> tf.bool (Examples, checked in the graph)
+    target: Callable  # example dict of tensors -> target tensors
+    needs_boxes: bool = False
+
+
+def _largest_box_index(example):
+    """Index of the largest non-crowd box of an example (normalized area ranks like pixel area)."""
+    boxes = example["boxes"]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return tf.argmax(tf.where(example["is_crowd"], -1.0, area), output_type=tf.int32)
+
+
+def _has_box(example):
+    return tf.reduce_any(tf.logical_not(example["is_crowd"]))
+
+
+def _localization_target(example):
+    i = _largest_box_index(example)
+    return {"label": tf.cast(example["classes"][i], tf.int32), "box": tf.cast(example["boxes"][i], tf.float32)}
+
+
+PARSERS = {
+    "classification": Parser(keeps_record=lambda r: r.get("label") is not None,
+                             keeps_example=lambda e: e["label"] >= 0,
+                             target=lambda e: e["label"]),
+    "localization": Parser(keeps_record=lambda r: any(not o.get("iscrowd") for o in r.get("objects", ())),
+                           keeps_example=_has_box, target=_localization_target, needs_boxes=True),
+}
+
+
+def normalization(normalize, channels):
+    """Return (mean, std) lists on the 0..1 scale for a normalize setting and channel count."""
+    if isinstance(normalize, str):
+        if normalize not in NORMALIZATIONS:
+            raise DataError(f"normalize={normalize!r} is not one of {', '.join(NORMALIZATIONS)} or a "
+                            f"(mean, std) pair{close_matches(normalize, NORMALIZATIONS)}")
+        mean, std = NORMALIZATIONS[normalize]
+        if channels == 1:
+            # One grey channel takes the average of the colour statistics (as torchvision's Grayscale users do).
+            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    else:
+        try:
+            mean, std = normalize
+            mean, std = [float(m) for m in mean], [float(s) for s in std]
+        except (TypeError, ValueError):
+            raise DataError(f"normalize={normalize!r} is not accepted; use 'imagenet', 'unit' or a "
+                            f"(mean, std) pair of lists on the 0..1 scale") from None
+        if len(mean) == 1 and len(std) == 1:
+            mean, std = mean * channels, std * channels
+        if len(mean) != channels or len(std) != channels or min(std) <= 0:
+            raise DataError(f"normalize mean {mean} and std {std} must have {channels} values each "
+                            f"(or one) and std must be positive")
+    return [float(m) for m in mean][:channels], [float(s) for s in std][:channels]
+
+
+def _check_input_shape(input_shape):
+    """Return (H, W, C) as ints, or raise DataError."""
+    try:
+        height, width, channels = (int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        raise DataError(f"input_shape={input_shape!r} must be (height, width, channels)") from None
+    if height < 1 or width < 1 or channels not in (1, 3):
+        raise DataError(f"input_shape={input_shape!r} needs positive height and width and 1 or 3 channels")
+    return height, width, channels
+
+
+def preprocessing(input_shape, normalize="imagenet"):
+    """Describe what the pipeline does to pixels, for exporters to bake into a serving signature.
+
+    A served image is resized (bilinear) to `resize`, given `channels`, multiplied by `scale` and then
+    standardized: (x * scale - mean) / std per channel.
+
+    Examples:
+        >>> p = preprocessing((224, 224, 3), "imagenet")
+        >>> p["resize"], p["channels"], p["mean"]
+        ([224, 224], 3, [0.485, 0.456, 0.406])
+    """
+    height, width, channels = _check_input_shape(input_shape)
+    mean, std = normalization(normalize, channels)
+    return {"resize": [height, width], "channels": channels, "interpolation": "bilinear", "scale": 1 / 255.0,
+            "mean": mean, "std": std}
+
+
+def _to_channels(image, channels):
+    """Drop alpha, then turn grey into RGB or RGB into grey as asked."""
+    have = image.shape[-1]
+    if have is None:
+        # Decoded files have no static channel count: bring every file to RGB first, then convert in Python.
+        image = tf.cond(tf.shape(image)[-1] >= 3, lambda: image[..., :3],
+                        lambda: tf.tile(image[..., :1], [1, 1, 3]))
+        image.set_shape([None, None, 3])
+        have = 3
+    else:
+        image, have = (image[..., :3], 3) if have >= 3 else (image[..., :1], 1)
+    if channels == 3 and have == 1:
+        image = tf.tile(image, [1, 1, 3])
+    elif channels == 1 and have == 3:
+        image = tf.image.rgb_to_grayscale(image)
+    return image
+
+
+def _record_slices(records, parser):
+    """The per-image tensors of usable Records: paths, labels and ragged boxes/classes/crowd flags."""
+    kept = [r for r in records if parser.keeps_record(r)]
+    lengths, boxes, classes, crowd = [], [], [], []
+    for r in kept:
+        objects = r.get("objects", ())
+        lengths.append(len(objects))
+        for o in objects:
+            x, y, w, h = o["bbox"]
+            boxes.append([y / r["height"], x / r["width"], (y + h) / r["height"], (x + w) / r["width"]])
+            classes.append(o["category_id"])
+            crowd.append(bool(o.get("iscrowd")))
+
+    def ragged(values, dtype, shape):
+        return tf.RaggedTensor.from_row_lengths(np.asarray(values, dtype).reshape(shape), lengths)
+
+    return kept, {
+        "path": [r["image_path"] for r in kept],
+        "label": np.array([-1 if r.get("label") is None else r["label"] for r in kept], np.int32),
+        "boxes": ragged(boxes, np.float32, (-1, 4)),
+        "classes": ragged(classes, np.int32, (-1,)),
+        "is_crowd": ragged(crowd, bool, (-1,)),
+        "source_id": [str(r.get("image_id", r["image_path"])) for r in kept],
+    }
+
+
+def _source_name(source):
+    """How messages name a source: its own description, else its type."""
+    return getattr(source, "source", "") or type(source).__name__
+
+
+def build_dataset(records_or_source, task, input_shape, batch_size, training, *, cache=False,
+                  shuffle_buffer=1000, augment=(), normalize="imagenet", seed=None, deterministic=None,
+                  drop_remainder=False, one_hot=None, num_classes=None):
+    """Return a tf.data.Dataset of (images float32 (B, H, W, C), targets) for a task.
+
+    Args:
+        records_or_source: Records, ImageArrays or Examples from a source, or a source spec such as
+            {"source": "coco", "annotations": ..., "images_root": ...} (see sources.load_source).
+        task: "classification" or "localization" (see the module docstring for the targets).
+        input_shape: (H, W, C); images are resized to H x W and converted to C = 1 or 3 channels.
+        training: shuffle and augment when True; evaluation data is neither.
+        cache: False, True (memory) or a file path; caches decoded, resized images before augmentation.
+        shuffle_buffer: elements buffered when shuffling decoded data (file lists are shuffled whole).
+        augment: names or {name: args} from augment.AUGMENTATIONS; validated even when not training.
+        normalize: "imagenet", "unit" (x / 255) or (mean, std) lists on the 0..1 scale.
+        seed: seeds the shuffle and every augmentation layer.
+        deterministic: fixes element order (and runs augmentation in order), so a seed repeats a run.
+            None means False for training (parallel work may finish out of order, which is faster) and
+            True for evaluation, whose batches must line up with the records they came from.
+        one_hot: one-hot classification labels; None means "when augment mixes labels".
+        num_classes: for one_hot when the source has no class names.
+
+    Examples:
+        >>> ds = build_dataset(digits("train"), "classification", (32, 32, 1), 64, True,
+        ...                    augment=["translate"], normalize="unit", seed=0)  # doctest: +SKIP
+        >>> images, labels = next(iter(ds))                                     # doctest: +SKIP
+    """
+    if deterministic is None:
+        deterministic = not training
+    if isinstance(records_or_source, (Mapping, str)):
+        from convforge.data.sources import load_source
+
+        records_or_source = load_source(records_or_source)
+    source = records_or_source
+    if not isinstance(source, (Records, ImageArrays, Examples)):
+        raise DataError(f"build_dataset takes Records, ImageArrays or Examples from a source, or a source "
+                        f"spec; got {type(source).__name__}")
+    if task not in PARSERS:
+        raise DataError(f"task {task!r} has no data parser{close_matches(task, PARSERS)}; "
+                        f"accepted: {', '.join(PARSERS)}")
+    parser = PARSERS[task]
+    height, width, channels = _check_input_shape(input_shape)
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise DataError(f"batch_size={batch_size!r} must be a positive integer")
+    mean, std = normalization(normalize, channels)
+    check_augment(augment, task)
+    augmenter = build_augmenter(augment, task, (height, width, channels), seed) if training else None
+    one_hot = mixes_labels(augment) if one_hot is None else one_hot
+    if one_hot and task != "classification":
+        raise DataError(f"one_hot applies to classification labels only, not to {task}")
+    class_names = getattr(source, "class_names", None)
+    num_classes = num_classes or (len(class_names) if class_names else None)
+    if one_hot and not num_classes:
+        raise DataError(f"{_source_name(source)} has no class names, so one-hot labels need num_classes")
+    if parser.needs_boxes and isinstance(source, ImageArrays):
+        raise DataError(f"{_source_name(source)} has no boxes, so it cannot serve {task}; "
+                        f"use a source with annotations (coco, voc, shapes, tfrecord)")
+
+    def prepare(example):
+        """Example dict -> (uint8 image at input size, target)."""
+        image = _to_channels(example["image"], channels)
+        image = tf.image.resize(image, (height, width), method="bilinear")
+        image = tf.saturate_cast(tf.round(image), tf.uint8)
+        target = parser.target(example)
+        if one_hot:
+            target = tf.one_hot(target, num_classes, dtype=tf.float32)
+        return image, target
+
+    autotune = tf.data.AUTOTUNE
+    shuffled_early = False
+    if isinstance(source, Records):
+        kept, slices = _record_slices(source, parser)
+        if not kept:
+            raise DataError(f"{_source_name(source)} has no images with a {task} target "
+                            f"({'a box' if parser.needs_boxes else 'an image label'}); check its annotations")
+        dataset = tf.data.Dataset.from_tensor_slices(slices)
+        if training and not cache:
+            dataset = dataset.shuffle(len(kept), seed=seed, reshuffle_each_iteration=True)
+            shuffled_early = True
+
+        def decode(example):
+            """Read and decode the file an example points at."""
+            data = tf.io.read_file(example["path"])
+            return {**example, "image": tf.io.decode_image(data, channels=0, expand_animations=False)}
+
+        dataset = dataset.map(lambda e: prepare(decode(e)), num_parallel_calls=autotune)
+    elif isinstance(source, ImageArrays):
+        if len(source.labels) == 0:
+            raise DataError(f"{_source_name(source)} holds no images")
+        dataset = tf.data.Dataset.from_tensor_slices({"image": source.images, "label": source.labels})
+        if training and not cache:
+            dataset = dataset.shuffle(len(source.labels), seed=seed, reshuffle_each_iteration=True)
+            shuffled_early = True
+        dataset = dataset.map(lambda e: prepare({**e, "label": tf.cast(e["label"], tf.int32)}),
+                              num_parallel_calls=autotune)
+    else:
+        dataset = source.dataset.filter(parser.keeps_example).map(prepare, num_parallel_calls=autotune)
+
+    dataset = dataset.ignore_errors(log_warning=True)
+    if cache:
+        dataset = dataset.cache(cache if isinstance(cache, str) else "")
+    if training and not shuffled_early:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+    mean_t = tf.constant(mean, tf.float32) * 255.0
+    std_t = tf.constant(std, tf.float32) * 255.0
+
+    def finish(images, targets):
+        """Augment (training) and normalize one batch."""
+        images = tf.cast(images, tf.float32)
+        if augmenter is not None:
+            images, targets = augmenter(images, targets)
+        return (images - mean_t) / std_t, targets
+
+    # Keras layers draw from a stateful seed generator; only an in-order map makes those draws repeatable.
+    in_order = deterministic and augmenter is not None
+    dataset = dataset.map(finish, num_parallel_calls=None if in_order else autotune)
+    dataset = dataset.prefetch(autotune)
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    return dataset.with_options(options)

@@ -1,0 +1,701 @@
+"""The pydantic models of a recipe: one class per section, every key checked, unknown keys rejected.
+
+A recipe is YAML with five sections whose keys mirror the Python API's argument names:
+
+    name: resnet18_shapes
+    task: classification
+    model:  {architecture: resnet18, input_shape: [64, 64, 3], num_classes: 4, options: {se_ratio: 16}}
+    data:   {train: {source: shapes, path: data/shapes64, n: 2000}, batch_size: 32, augment: [{name: flip}]}
+    train:  {epochs: 10, optimizer: {name: adamw, learning_rate: 0.001}, schedule: {name: cosine}}
+    export: {formats: [saved_model, tflite_int8, onnx]}
+
+Validation imports nothing heavy at module import; checking `model.architecture` loads the model registry and
+`train.optimizer` reads `keras.optimizers`, both on first use.
+
+Paths: `model.weights` and the file fields of data sources (coco `annotations`/`images`, voc `root`,
+image_folder `path`, tfrecord `pattern`) must exist. `load_recipe` makes them absolute against the folder of
+the file that set them (the working directory for `--set`); a relative path given to these models directly is
+checked against the working directory. The shapes `path` and `export.out_dir` are outputs, created on demand
+and relative to the working directory; they need only be writable.
+
+The `data.val` rule:
+    - omitted or null: for sources with a held-out split (shapes, digits, voc), the train source with
+      `split: val` (so shapes' n, size and seed stay in step with train); for others, no validation set;
+    - a mapping without `source`, or with train's `source`: merged over train's fields, with `split: val`
+      unless it says otherwise (`val: {split: test}` for voc, `val: {path: data/val}` for image_folder);
+    - a mapping naming another source: used as written.
+The resolved recipe (`Recipe.to_dict()`) always spells the val source out.
+
+Kinds: a mapping keyed by `source` (data) or `name` (optimizer, schedule) is one kind; in `base:` inheritance
+and `--set`, switching the kind replaces the mapping instead of merging into it.
+"""
+import functools
+import glob
+import inspect
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationInfo,
+                      field_validator, model_validator)
+
+from convforge.errors import close_matches
+
+TASKS = ("classification", "localization")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
+EXPORT_FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx")
+NORMALIZATIONS = ("imagenet", "unit")
+SPLITS = ("train", "val")
+# Used until convforge.data.augment (which owns the real table) can be imported.
+AUGMENTATION_NAMES = ("flip", "crop", "translate", "rotate", "color_jitter", "rand_augment", "mixup", "cutmix")
+# They mix labels across images, which a box target cannot follow (used with the fallback names only).
+CLASSIFICATION_ONLY_AUGMENTATIONS = ("mixup", "cutmix")
+# Names that take a whole keyword set of their own, or that other recipe fields set.
+_RESERVED_OPTIONS = ("input_shape", "num_classes", "include_top", "pooling", "name")
+_OPTIMIZER_WRAPPERS = ("Optimizer", "LossScaleOptimizer", "MultiOptimizer", "OptimizerMap")
+
+Int = Annotated[int, Field(strict=True)]
+PosInt = Annotated[int, Field(strict=True, gt=0)]
+NonNegInt = Annotated[int, Field(strict=True, ge=0)]
+Float = Annotated[float, Field(strict=True)]
+PosFloat = Annotated[float, Field(strict=True, gt=0)]
+NonNegFloat = Annotated[float, Field(strict=True, ge=0)]
+Fraction = Annotated[float, Field(strict=True, gt=0, lt=1)]
+Bool = Annotated[bool, Field(strict=True)]
+
+
+class FieldError(ValueError):
+    """A validation failure that belongs to a field below the validator that found it."""
+
+    def __init__(self, loc, message):
+        super().__init__(message)
+        self.loc = tuple(loc)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _accepted(values):
+    return ", ".join(str(v) for v in values)
+
+
+def _check_exists(value, kind):
+    """Return value when it names an existing file ('file') or folder ('dir'), else raise ValueError."""
+    path = Path(value).expanduser()
+    ok = path.is_file() if kind == "file" else path.is_dir()
+    if not ok:
+        what = "file" if kind == "file" else "folder"
+        found = " (it is a folder)" if kind == "file" and path.is_dir() else (
+            " (it is a file)" if kind == "dir" and path.is_file() else "")
+        raise ValueError(f"{what} {str(value)!r} not found{found}")
+    return value
+
+
+def _check_writable(value):
+    """Return value when it is, or could be created as, a folder we may write in."""
+    path = Path(value).expanduser().absolute()
+    if path.exists():
+        ok = path.is_dir() and os.access(path, os.W_OK)
+    else:
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        ok = parent.is_dir() and os.access(parent, os.W_OK)
+    if not ok:
+        raise ValueError(f"{str(value)!r} is not a folder that can be written")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------- model
+
+class ModelSection(_Section):
+    """Which architecture, at what input size, with how many classes and which family options."""
+
+    architecture: str = Field(description="a registered name, see `convforge models`")
+    input_shape: Optional[Annotated[list[PosInt], Field(min_length=3, max_length=3)]] = Field(
+        None, description="[height, width, channels]; null: the architecture's default")
+    num_classes: Optional[PosInt] = Field(None, description="null: the number of class names in the data")
+    options: dict[str, Any] = Field(default_factory=dict, description="family options passed to the builder")
+    weights: Optional[str] = Field(None, description="a .keras or .weights.h5 file to start from")
+
+    @field_validator("architecture")
+    @classmethod
+    def _registered(cls, value):
+        from convforge.registry import get_spec, list_models
+
+        names = list_models()
+        if str(value).lower() not in names:
+            raise ValueError(f"{value!r} is not a registered architecture{close_matches(value, names)}; "
+                             f"accepted: {_accepted(names)}")
+        return get_spec(value).name
+
+    @field_validator("input_shape")
+    @classmethod
+    def _large_enough(cls, value, info: ValidationInfo):
+        name = info.data.get("architecture")
+        if value is None or name is None:
+            return value
+        from convforge.registry import get_spec
+
+        spec = get_spec(name)
+        if min(value[:2]) < spec.min_input_size:
+            raise ValueError(f"{value} is too small for {name}; accepted: height and width of at least "
+                             f"{spec.min_input_size} (default {list(spec.default_input_shape)})")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _builder_takes(cls, value, info: ValidationInfo):
+        name = info.data.get("architecture")
+        if name is None:
+            return value
+        from convforge.registry import get_spec
+
+        params = inspect.signature(get_spec(name).builder).parameters
+        accepted = [p for p in params if p not in _RESERVED_OPTIONS]
+        for key in value:
+            if key in _RESERVED_OPTIONS:
+                where = {"input_shape": "model.input_shape", "num_classes": "model.num_classes"}.get(
+                    key, "the task")
+                raise FieldError((key,), f"{key!r} is not an option here: {where} sets it")
+            if key not in params:
+                raise FieldError((key,), f"{name} takes no option {key!r}{close_matches(key, accepted)}; "
+                                         f"accepted: {_accepted(accepted)}")
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_file(cls, value):
+        if value is None:
+            return value
+        if not (value.endswith(".keras") or value.endswith(".weights.h5")):
+            raise ValueError(f"{value!r} is not a Keras weights file; accepted: a .keras or .weights.h5 file")
+        return _check_exists(value, "file")
+
+    @model_validator(mode="after")
+    def _default_input_shape(self):
+        # Spelled out so that the resolved recipe says what was built.
+        if self.input_shape is None:
+            from convforge.registry import get_spec
+
+            self.input_shape = list(get_spec(self.architecture).default_input_shape)
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------- data
+
+class ShapesSource(_Section):
+    """Synthetic images of coloured shapes on noise, generated once into `path` and reused."""
+
+    file_fields: ClassVar[tuple] = ()
+    source: Literal["shapes"]
+    path: str = Field("data/shapes", description="cache folder, created on demand (relative to the working "
+                                                 "directory)")
+    n: PosInt = Field(2000, description="images in the whole set, train and val together")
+    size: PosInt = Field(64, description="image height and width")
+    seed: Int = 0
+    val_fraction: Fraction = 0.2
+    objects: Annotated[list[PosInt], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [1, 1], description="[min, max] shapes per image")
+    split: Literal[SPLITS] = "train"
+
+    @field_validator("path")
+    @classmethod
+    def _writable(cls, value):
+        return _check_writable(value)
+
+    @field_validator("objects")
+    @classmethod
+    def _ordered(cls, value):
+        if value[0] > value[1]:
+            raise ValueError(f"{value} is not [min, max]; accepted: min <= max")
+        return value
+
+
+class CocoSource(_Section):
+    """A COCO-format annotation file and the folder of the images it names."""
+
+    file_fields: ClassVar[tuple] = ("annotations", "images")
+    source: Literal["coco"]
+    annotations: str = Field(description="instances_*.json")
+    images: str = Field(description="folder of the images")
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations_exist(cls, value):
+        return _check_exists(value, "file")
+
+    @field_validator("images")
+    @classmethod
+    def _images_exist(cls, value):
+        return _check_exists(value, "dir")
+
+
+class VocSource(_Section):
+    """A Pascal VOC folder (the one holding Annotations/, JPEGImages/ and ImageSets/)."""
+
+    file_fields: ClassVar[tuple] = ("root",)
+    source: Literal["voc"]
+    root: str
+    split: Literal["train", "val", "trainval", "test"] = "train"
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, value):
+        return _check_exists(value, "dir")
+
+
+class ImageFolderSource(_Section):
+    """One sub-folder of images per class; the sorted folder names are the class names."""
+
+    file_fields: ClassVar[tuple] = ("path",)
+    source: Literal["image_folder"]
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value):
+        return _check_exists(value, "dir")
+
+
+class TFRecordSource(_Section):
+    """TFRecord files of serialized tf.train.Examples."""
+
+    file_fields: ClassVar[tuple] = ("pattern",)
+    source: Literal["tfrecord"]
+    pattern: str = Field(description="a glob such as data/train-*.tfrecord")
+
+    @field_validator("pattern")
+    @classmethod
+    def _matches(cls, value):
+        if not [p for p in glob.glob(os.path.expanduser(value)) if os.path.isfile(p)]:
+            raise ValueError(f"{value!r} matches no file")
+        return value
+
+
+class DigitsSource(_Section):
+    """scikit-learn's 8x8 handwritten digits, split into train and val by a seeded shuffle."""
+
+    file_fields: ClassVar[tuple] = ()
+    source: Literal["digits"]
+    split: Literal[SPLITS] = "train"
+    val_fraction: Fraction = 0.2
+    seed: Int = 0
+
+
+SOURCE_CLASSES = {c.model_fields["source"].annotation.__args__[0]: c for c in (
+    ShapesSource, CocoSource, VocSource, ImageFolderSource, TFRecordSource, DigitsSource)}
+SOURCES = tuple(SOURCE_CLASSES)
+# Sources whose own `split` field selects a held-out part; `val: null` means that part.
+SPLIT_SOURCES = ("shapes", "digits", "voc")
+
+DataSource = Annotated[Union[ShapesSource, CocoSource, VocSource, ImageFolderSource, TFRecordSource,
+                             DigitsSource], Field(discriminator="source")]
+
+
+class NormalizeStats(_Section):
+    """Per-channel mean and standard deviation, in the 0..255 pixel scale."""
+
+    mean: Annotated[list[Float], Field(min_length=1, max_length=4)]
+    std: Annotated[list[PosFloat], Field(min_length=1, max_length=4)]
+
+    @model_validator(mode="after")
+    def _same_length(self):
+        if len(self.mean) != len(self.std):
+            raise FieldError(("std",), f"{self.std} has {len(self.std)} values; accepted: one per mean value "
+                                       f"({len(self.mean)})")
+        return self
+
+
+Normalize = Annotated[
+    Union[Annotated[Literal[NORMALIZATIONS], Tag("named")], Annotated[NormalizeStats, Tag("stats")]],
+    Discriminator(lambda v: "named" if isinstance(v, str) else "stats"),
+]
+
+
+def augmentation_table(injected=None):
+    """Return {name: entry} of the augmentations a recipe may name (convforge.data.augment's table)."""
+    table = injected
+    if table is None:
+        try:
+            from convforge.data.augment import AUGMENTATIONS as table
+        except ModuleNotFoundError as err:
+            # Only the module's absence falls back; a bug inside it must surface.
+            if err.name not in ("convforge.data", "convforge.data.augment"):
+                raise
+            table = AUGMENTATION_NAMES
+    return dict(table) if isinstance(table, Mapping) else dict.fromkeys(table)
+
+
+def augmentation_arguments(entry):
+    """Return the keyword arguments an augmentation entry takes, or None when they cannot be known."""
+    build = getattr(entry, "build", entry)
+    if not callable(build):
+        return None
+    params = list(inspect.signature(build).parameters.values())
+    if hasattr(entry, "build"):
+        params = params[1:]  # data.augment's builders take the pipeline's context first
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
+
+
+def augmentation_tasks(name, entry):
+    """Return the tasks an augmentation serves (its entry's `tasks`, else all but label mixers' non-tasks)."""
+    tasks = getattr(entry, "tasks", None)
+    if tasks is not None:
+        return tuple(tasks)
+    return ("classification",) if name in CLASSIFICATION_ONLY_AUGMENTATIONS else TASKS
+
+
+class Augmentation(BaseModel):
+    """One augmentation: its registered `name` and the keyword arguments of its builder.
+
+    Extra keys are the builder's arguments, so they are checked against its signature (when the augmentation
+    table gives one) rather than forbidden. `flip`, `{name: crop, zoom: 0.2}` and `{crop: {zoom: 0.2}}` are
+    the same kind of entry.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, data):
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, dict) and len(data) == 1 and "name" not in data:
+            (name, kwargs), = data.items()
+            if kwargs is None or isinstance(kwargs, dict):
+                return {"name": name, **(kwargs or {})}
+        return data
+
+    @model_validator(mode="after")
+    def _known(self, info: ValidationInfo):
+        table = augmentation_table((info.context or {}).get("augmentations"))
+        if self.name not in table:
+            raise FieldError(("name",), f"{self.name!r} is not an augmentation{close_matches(self.name, table)};"
+                                        f" accepted: {_accepted(table)}")
+        accepted = augmentation_arguments(table[self.name])
+        for key in (self.model_extra or {}) if accepted is not None else ():
+            if key not in accepted:
+                raise FieldError((key,), f"{self.name} takes no argument {key!r}{close_matches(key, accepted)}; "
+                                         f"accepted: {_accepted(accepted) or 'none'}")
+        return self
+
+    @property
+    def kwargs(self):
+        """The builder's keyword arguments (every key but `name`)."""
+        return dict(self.model_extra or {})
+
+
+class DataSection(_Section):
+    """Where the images come from and how the tf.data pipeline treats them (see the module doc for `val`)."""
+
+    train: DataSource
+    val: Optional[DataSource] = Field(None, description="null: the train source's val split, if it has one")
+    batch_size: PosInt = 32
+    cache: Bool = True
+    shuffle_buffer: NonNegInt = 1000
+    normalize: Normalize = Field("imagenet", description="imagenet | unit | {mean: [...], std: [...]}")
+    augment: list[Augmentation] = Field(default_factory=list)
+    strict: Bool = Field(False, description="fail on unreadable or unlabeled examples instead of skipping")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_val(cls, data):
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        train, val = data.get("train"), data.get("val")
+        if not isinstance(train, dict):
+            return data
+        source = train.get("source")
+        if val is None:
+            if source in SPLIT_SOURCES:
+                data["val"] = {**train, "split": "val"}
+        elif isinstance(val, dict) and val.get("source", source) == source:
+            merged = {**train, **val}
+            if "split" not in val and source in SPLIT_SOURCES:
+                merged["split"] = "val"
+            data["val"] = merged
+        return data
+
+
+# ---------------------------------------------------------------------------------------------------- train
+
+@functools.cache
+def keras_optimizers():
+    """Return {name: class} of the optimizers that keras.optimizers.get resolves by name (imports Keras)."""
+    import keras
+
+    try:
+        # The table get() consults; a public class missing from it (Lamb in Keras 3.15) cannot be named.
+        from keras.src.optimizers import ALL_OBJECTS_DICT as resolvable
+    except ImportError:
+        resolvable = None
+    table = {}
+    for attr in dir(keras.optimizers):
+        cls = getattr(keras.optimizers, attr)
+        if (inspect.isclass(cls) and issubclass(cls, keras.optimizers.Optimizer)
+                and attr not in _OPTIMIZER_WRAPPERS and (resolvable is None or attr.lower() in resolvable)):
+            table[attr.lower()] = cls
+    return dict(sorted(table.items()))
+
+
+def optimizer_arguments(cls):
+    """Return {argument: default} of the constructor arguments a recipe may give a Keras optimizer class."""
+    params = inspect.signature(cls).parameters
+    return {p: v.default for p, v in params.items()
+            if p != "name" and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)}
+
+
+def _same_kind(value, default):
+    """False when a value plainly cannot stand where the default stands (a string for a number, ...)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return True
+
+
+class OptimizerConfig(BaseModel):
+    """A Keras optimizer by name; the other keys are its constructor arguments, checked against its signature."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field("adam", description="a name keras.optimizers.get resolves: sgd, adam, adamw, ...")
+    learning_rate: Optional[PosFloat] = Field(
+        None, description="the base rate, which a schedule shapes; null: the optimizer's own default")
+
+    @field_validator("name")
+    @classmethod
+    def _keras_name(cls, value):
+        table = keras_optimizers()
+        key = value.lower()
+        if key not in table:
+            raise ValueError(f"{value!r} is not a Keras optimizer{close_matches(key, table)}; "
+                             f"accepted: {_accepted(table)}")
+        return key
+
+    @model_validator(mode="after")
+    def _arguments(self):
+        accepted = optimizer_arguments(keras_optimizers()[self.name])
+        for key, value in (self.model_extra or {}).items():
+            if key not in accepted:
+                raise FieldError((key,), f"{self.name} takes no argument {key!r}{close_matches(key, accepted)}; "
+                                         f"accepted: {_accepted(accepted)}")
+            if not _same_kind(value, accepted[key]):
+                raise FieldError((key,), f"{value!r} does not fit {self.name}'s {key}; accepted: a value like "
+                                         f"its default {accepted[key]!r}")
+        if self.learning_rate is None:
+            # Spelled out so the resolved recipe shows the rate that was used.
+            self.learning_rate = float(accepted["learning_rate"])
+        return self
+
+    @property
+    def kwargs(self):
+        """The constructor arguments: learning_rate and every other key but `name`."""
+        return {"learning_rate": self.learning_rate, **(self.model_extra or {})}
+
+
+class ConstantSchedule(_Section):
+    """The optimizer's learning_rate throughout."""
+
+    name: Literal["constant"]
+
+
+class StepSchedule(_Section):
+    """Multiply the learning rate by `factor` at each boundary epoch."""
+
+    name: Literal["step"]
+    boundaries_epochs: Annotated[list[PosInt], Field(min_length=1)]
+    factor: Annotated[float, Field(strict=True, gt=0, le=1)] = 0.1
+
+    @field_validator("boundaries_epochs")
+    @classmethod
+    def _increasing(cls, value):
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"{value} is not increasing; accepted: epochs in increasing order")
+        return value
+
+
+class CosineSchedule(_Section):
+    """Linear warm-up, then cosine decay to min_lr_ratio times the learning rate (Loshchilov & Hutter)."""
+
+    name: Literal["cosine"]
+    warmup_epochs: NonNegFloat = 0.0
+    min_lr_ratio: Annotated[float, Field(strict=True, ge=0, le=1)] = 0.0
+
+
+class OneCycleSchedule(_Section):
+    """Smith's one-cycle policy: rise to max_lr over warmup_fraction of the steps, then anneal."""
+
+    name: Literal["one_cycle"]
+    warmup_fraction: Fraction = Field(0.3, description="also accepted as pct_start (PyTorch's name)")
+    max_lr: Optional[PosFloat] = Field(None, description="null: the optimizer's learning_rate")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pct_start(cls, data):
+        if isinstance(data, dict) and "pct_start" in data:
+            data = dict(data)
+            if "warmup_fraction" in data:
+                raise FieldError(("pct_start",), "'pct_start' is 'warmup_fraction' by another name; "
+                                                 "accepted: one of them")
+            data["warmup_fraction"] = data.pop("pct_start")
+        return data
+
+
+SCHEDULE_CLASSES = {c.model_fields["name"].annotation.__args__[0]: c for c in (
+    ConstantSchedule, StepSchedule, CosineSchedule, OneCycleSchedule)}
+SCHEDULES = tuple(SCHEDULE_CLASSES)
+Schedule = Annotated[Union[ConstantSchedule, StepSchedule, CosineSchedule, OneCycleSchedule],
+                     Field(discriminator="name")]
+
+
+class EarlyStopping(_Section):
+    """keras.callbacks.EarlyStopping's arguments."""
+
+    monitor: str = "val_loss"
+    patience: NonNegInt = 5
+    mode: Literal["auto", "min", "max"] = "auto"
+    min_delta: NonNegFloat = 0.0
+    restore_best_weights: Bool = True
+
+
+class TrainSection(_Section):
+    """How long and how to fit: optimizer, schedule, regularization, precision and distribution."""
+
+    epochs: PosInt = 10
+    steps_per_epoch: Optional[PosInt] = Field(None, description="cap on batches per epoch; null: the whole set")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: Schedule = Field(default_factory=lambda: ConstantSchedule(name="constant"))
+    label_smoothing: Annotated[float, Field(strict=True, ge=0, lt=1)] = 0.0
+    early_stopping: Optional[EarlyStopping] = None
+    precision: Literal[PRECISIONS] = "auto"
+    distribution: Literal[DISTRIBUTIONS] = "auto"
+    seed: Int = 0
+    deterministic: Bool = Field(False, description="deterministic ops: reproducible, slower")
+    aux_loss_weight: NonNegFloat = Field(0.3, description="weight of GoogLeNet's auxiliary losses")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data):
+        # `optimizer: adam` and `schedule: cosine` stand for {name: ...}.
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in ("optimizer", "schedule"):
+                if isinstance(data.get(key), str):
+                    data[key] = {"name": data[key]}
+        return data
+
+    @model_validator(mode="after")
+    def _within_epochs(self):
+        schedule = self.schedule
+        if isinstance(schedule, StepSchedule) and schedule.boundaries_epochs[-1] >= self.epochs:
+            raise FieldError(("schedule", "boundaries_epochs"),
+                             f"{schedule.boundaries_epochs} reaches past training; accepted: epochs below "
+                             f"train.epochs ({self.epochs})")
+        if isinstance(schedule, CosineSchedule) and schedule.warmup_epochs >= self.epochs:
+            raise FieldError(("schedule", "warmup_epochs"),
+                             f"{schedule.warmup_epochs} leaves no epoch to decay; accepted: less than "
+                             f"train.epochs ({self.epochs})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------- export
+
+class ExportSection(_Section):
+    """Which artifacts to write, where, and how the int8 one is calibrated and judged."""
+
+    formats: list[Literal[EXPORT_FORMATS]] = Field(default_factory=lambda: ["saved_model", "tflite"])
+    out_dir: Optional[str] = Field(None, description="null: saved_models/<name> (relative to the working "
+                                                     "directory)")
+    representative_size: PosInt = Field(200, description="val images used to calibrate int8")
+    int8_max_accuracy_drop: Annotated[float, Field(strict=True, ge=0, le=100)] = Field(
+        1.0, description="points of the task metric int8 may lose against float")
+    onnx_opset: Annotated[int, Field(strict=True, ge=7)] = 17
+
+    @field_validator("formats")
+    @classmethod
+    def _unique(cls, value):
+        seen = set()
+        for i, fmt in enumerate(value):
+            if fmt in seen:
+                raise FieldError((i,), f"{fmt!r} is listed twice; accepted: each format once")
+            seen.add(fmt)
+        return value
+
+    @field_validator("out_dir")
+    @classmethod
+    def _writable(cls, value):
+        return value if value is None else _check_writable(value)
+
+
+# ----------------------------------------------------------------------------------------------------- root
+
+class Recipe(_Section):
+    """A whole recipe: what to build, on which data, how to train it and what to export."""
+
+    name: str = Field(description="names the run and export folders", json_schema_extra={
+        "pattern": r"^[A-Za-z0-9_.-]+$"})
+    base: Optional[str] = Field(None, description="a recipe this one overrides (path relative to this file); "
+                                                  "load_recipe resolves it")
+    task: Literal[TASKS] = "classification"
+    model: ModelSection
+    data: DataSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+
+    _source_path: Optional[Path] = PrivateAttr(None)
+    _bases: tuple = PrivateAttr(())
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value):
+        ok = value not in (".", "..") and value and all(c.isascii() and (c.isalnum() or c in "_.-") for c in value)
+        if not ok:
+            raise ValueError(f"{value!r} cannot name a folder; accepted: letters, digits, '_', '.' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _across_sections(self, info: ValidationInfo):
+        table = augmentation_table((info.context or {}).get("augmentations"))
+        for i, aug in enumerate(self.data.augment):
+            tasks = augmentation_tasks(aug.name, table[aug.name])
+            if self.task not in tasks:
+                usable = [n for n, entry in table.items() if self.task in augmentation_tasks(n, entry)]
+                raise FieldError(("data", "augment", i, "name"),
+                                 f"{aug.name!r} serves {' and '.join(tasks)}, not {self.task}; accepted for "
+                                 f"{self.task}: {_accepted(usable)}")
+        stop = self.train.early_stopping
+        if stop is not None and stop.monitor.startswith("val_") and self.data.val is None:
+            raise FieldError(("train", "early_stopping", "monitor"),
+                             f"{stop.monitor!r} needs validation data, and data.val is not set (no val split "
+                             f"for source {self.data.train.source!r}); accepted: a metric without val_, or "
+                             f"set data.val")
+        if self.export.out_dir is None:
+            self.export.out_dir = os.path.join("saved_models", self.name)
+        return self
+
+    @property
+    def source_path(self):
+        """The recipe file this was loaded from (None when built in Python)."""
+        return self._source_path
+
+    @property
+    def bases(self):
+        """The files it inherits from through `base:`, nearest first."""
+        return self._bases
+
+    def to_dict(self):
+        """The resolved recipe as plain data: inheritance applied, defaults and val filled in, paths absolute."""
+        return self.model_dump(mode="json", exclude={"base"})
+
+    def to_yaml(self):
+        """The resolved recipe as YAML, loadable again with load_recipe."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)

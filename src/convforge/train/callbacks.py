@@ -1,0 +1,71 @@
+"""Training callbacks: a clear stop on NaN, one summary line per epoch, and the training-curve plot."""
+import math
+import time
+
+import keras
+
+from convforge.errors import ConvforgeError
+
+
+class NonFiniteLoss(ConvforgeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first NaN/inf batch loss, remembering where, so the run can report it and keep its last
+    good checkpoint (BackupAndRestore only writes at epoch ends, so the bad epoch never overwrites it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad = (self._epoch, batch, float(loss))
+            self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """Print one line per epoch with every logged metric and the epoch's duration."""
+
+    def __init__(self, epochs, printer=print):
+        super().__init__()
+        self.epochs, self.printer = epochs, printer
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        parts = [f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, (int, float))]
+        self.printer(f"epoch {epoch + 1}/{self.epochs} ({time.perf_counter() - self._start:.1f}s): "
+                     + " ".join(parts))
+
+
+def plot_history(history_csv, out_png):
+    """Plot every metric of a CSVLogger history (train and val on one panel per metric) as a PNG."""
+    import csv
+
+    from matplotlib.figure import Figure
+
+    with open(history_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    keys = [k for k in rows[0] if k not in ("epoch", "learning_rate") and not k.startswith("val_")]
+    fig = Figure(figsize=(4 * max(1, len(keys)), 3.2), dpi=100)
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        ax.plot(epochs, [float(r[key]) for r in rows], label="train")
+        if f"val_{key}" in rows[0]:
+            ax.plot(epochs, [float(r[f"val_{key}"]) for r in rows], label="val")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png)
+    return out_png

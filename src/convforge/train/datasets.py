@@ -1,0 +1,96 @@
+"""From a recipe's data section to the train and val tf.data pipelines a run needs."""
+import dataclasses
+import math
+
+from convforge.errors import DataError
+
+
+@dataclasses.dataclass
+class RunData:
+    """The pipelines of one run and what the trainer needs to know about them."""
+
+    train: object
+    val: object
+    class_names: list
+    train_count: int
+    val_count: int
+    steps_per_epoch: int
+    one_hot: bool
+    preprocessing: dict
+
+
+def input_shape_of(recipe):
+    """The recipe's model input shape, or the architecture's default when the recipe leaves it null."""
+    from convforge.registry import get_spec
+
+    return tuple(recipe.model.input_shape or get_spec(recipe.model.architecture).default_input_shape)
+
+
+def _open(source_cfg, strict):
+    """Call the data source a recipe's source section names."""
+    from convforge.data import load_source
+
+    cfg = source_cfg.model_dump()
+    name = cfg["source"]
+    if name == "shapes":
+        spec = {"source": "shapes", "split": cfg["split"], "out_dir": cfg["path"], "strict": strict, "n": cfg["n"],
+                "size": cfg["size"], "seed": cfg["seed"], "val_fraction": cfg["val_fraction"],
+                "objects": tuple(cfg["objects"])}
+    elif name == "coco":
+        spec = {"source": "coco", "annotations": cfg["annotations"], "images_root": cfg["images"], "strict": strict}
+    elif name == "voc":
+        spec = {"source": "voc", "root": cfg["root"], "split": cfg["split"], "strict": strict}
+    elif name == "image_folder":
+        spec = {"source": "image_folder", "path": cfg["path"], "strict": strict}
+    elif name == "tfrecord":
+        spec = {"source": "tfrecord", "pattern": cfg["pattern"]}
+    elif name == "digits":
+        spec = {"source": "digits", "split": cfg["split"], "val_fraction": cfg["val_fraction"], "seed": cfg["seed"]}
+    else:
+        raise DataError(f"data source {name!r} has no loader")
+    return load_source(spec)
+
+
+def _count(source):
+    """Number of examples a source holds (None when it streams, like TFRecord)."""
+    if hasattr(source, "records"):
+        return len(source.records)
+    if hasattr(source, "labels"):
+        return len(source.labels)
+    return None
+
+
+def datasets_for_recipe(recipe, task, skip_epochs=0):
+    """Build the run's pipelines: train repeats forever, shuffled per epoch from the seed, so that a resumed
+    run that skips `skip_epochs` epochs sees exactly the batches an uninterrupted run would have seen."""
+    from convforge.data import build_dataset, preprocessing
+    from convforge.data.augment import mixes_labels
+
+    data, train_cfg = recipe.data, recipe.train
+    input_shape = input_shape_of(recipe)
+    augment = [{a.name: a.kwargs} if a.kwargs else a.name for a in data.augment]
+    train_source = _open(data.train, data.strict)
+    val_source = _open(data.val, data.strict) if data.val is not None else None
+    class_names = list(getattr(train_source, "class_names", None) or [])
+    num_classes = recipe.model.num_classes or len(class_names)
+    if not num_classes:
+        raise DataError(f"{recipe.name}: the training data has no class names; set model.num_classes")
+    one_hot = bool(train_cfg.label_smoothing) or mixes_labels(augment)
+    normalize = data.normalize if isinstance(data.normalize, str) else (data.normalize.mean, data.normalize.std)
+    common = dict(task=recipe.task, input_shape=input_shape, batch_size=data.batch_size, normalize=normalize,
+                  one_hot=one_hot if recipe.task == "classification" else False, num_classes=num_classes)
+    train_ds = build_dataset(train_source, training=True, cache=data.cache, shuffle_buffer=data.shuffle_buffer,
+                             augment=augment, seed=train_cfg.seed, deterministic=train_cfg.deterministic,
+                             drop_remainder=False, **common)
+    val_ds = build_dataset(val_source, training=False, cache=data.cache, **common) if val_source else None
+    train_count = _count(train_source)
+    if train_count is None:
+        train_count = sum(int(x.shape[0]) for x, _ in train_ds)
+    steps = train_cfg.steps_per_epoch or max(1, math.ceil(train_count / data.batch_size))
+    train_ds = train_ds.repeat()
+    if skip_epochs:
+        train_ds = train_ds.skip(skip_epochs * steps)
+    val_count = _count(val_source) if val_source else 0
+    return RunData(train=train_ds, val=val_ds, class_names=class_names, train_count=train_count,
+                   val_count=val_count or 0, steps_per_epoch=steps, one_hot=common["one_hot"],
+                   preprocessing=preprocessing(input_shape, normalize))
