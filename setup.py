@@ -33,6 +33,7 @@ setup(
         "matplotlib~=3.8",
         "scikit-learn~=1.9",
         "pycocotools~=2.0",
+        "tensorboard~=2.21",
     ],
     extras_require={
         "test": [

@@ -54,12 +54,11 @@ def test_feature_levels_are_named_with_their_strides(name, size, levels):
     model = convforge.build_backbone(name, input_shape=(size, size, 3), include_top=False)
     found = convforge.feature_levels(model)
     assert list(found) == levels
-    if name not in ("inception_v3", "lenet5", "alexnet", "squeezenet1_1"):  # valid convs: maps do not divide exactly
-        assert convforge.level_strides(model) == {lv: 2 ** int(lv[1:]) for lv in levels}
+    assert convforge.level_strides(model) == {lv: 2 ** int(lv[1:]) for lv in levels}
     # A multi-level feature model for a detection/segmentation head is one line away.
     pyramid = keras.Model(model.input, [found[lv] for lv in levels[-3:]])
     outs = pyramid(np.zeros((1, size, size, 3), "float32"))
-    assert len(outs) == 3 and all(o.shape[0] == 1 for o in outs)
+    assert len(outs) == min(3, len(levels)) and all(o.shape[0] == 1 for o in outs)
 
 
 def test_include_top_false_and_pooling():

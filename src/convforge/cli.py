@@ -137,7 +137,7 @@ def cmd_train(args):
     recipe = load_recipe(args.recipe, overrides=args.set)
     resume = args.resume is not None
     run_dir = args.resume if args.resume not in (None, "latest") else args.run_dir
-    train(recipe, run_dir=run_dir, resume=resume, verbose=2 if args.quiet else 1)
+    train(recipe, run_dir=run_dir, resume=resume, verbose=0 if args.quiet else 1)
     return 0
 
 

@@ -28,9 +28,11 @@ def feature_levels(model):
 
 
 def level_strides(model):
-    """Return {level name: stride in input pixels} measured from the shapes (exact for sizes divisible by 32)."""
-    height = model.inputs[0].shape[1]
-    return {name: round(height / t.shape[1]) for name, t in feature_levels(model).items()}
+    """Return {level name: stride in input pixels}, the jump of each level's receptive field (exact at any size)."""
+    from convforge.convmath import receptive_fields
+
+    fields = receptive_fields(model)
+    return {name: fields[name].jump[0] for name in feature_levels(model)}
 
 
 def head_dtype():

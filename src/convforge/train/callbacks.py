@@ -1,4 +1,5 @@
-"""Training callbacks: a clear stop on NaN, one summary line per epoch, and the training-curve plot."""
+"""Training callbacks: a clear stop on NaN, a backup that never saves a NaN epoch, one summary line per epoch,
+and the training-curve plot."""
 import math
 import time
 
@@ -12,12 +13,17 @@ class NonFiniteLoss(ConvforgeError):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stop at the first NaN/inf batch loss, remembering where, so the run can report it and keep its last
-    good checkpoint (BackupAndRestore only writes at epoch ends, so the bad epoch never overwrites it)."""
+    """Stop at the first NaN/inf batch loss, remembering where, so the run can report it.
+
+    Keras still ends the interrupted epoch (on_epoch_end runs after stop_training), so the backup callback
+    must be a GuardedBackupAndRestore that asks this guard before saving; otherwise the NaN weights would
+    overwrite the last good checkpoint and claim the bad epoch as finished.
+    """
 
     def __init__(self):
         super().__init__()
         self.bad = None
+        self._epoch = 0
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -27,6 +33,18 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+
+
+class GuardedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that skips the epoch-end save once `guard` (a StopOnNonFiniteLoss) saw a bad loss."""
+
+    def __init__(self, backup_dir, guard, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.guard = guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.bad is None:
+            super().on_epoch_end(epoch, logs)
 
 
 class EpochSummary(keras.callbacks.Callback):

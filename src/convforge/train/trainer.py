@@ -1,16 +1,21 @@
 """Training a recipe: strategy and precision for the hardware, compile, fit with checkpoints, resume, report."""
+import csv
 import datetime
 import json
 import pathlib
+import shutil
+import tempfile
 import time
+import warnings
 
 import keras
 import tensorflow as tf
 
 from convforge.errors import ConvforgeError, RecipeError
 from convforge.tasks import get_task
-from convforge.train.callbacks import EpochSummary, NonFiniteLoss, StopOnNonFiniteLoss, plot_history
-from convforge.train.hardware import resolve_precision, resolve_strategy
+from convforge.train.callbacks import (EpochSummary, GuardedBackupAndRestore, NonFiniteLoss, StopOnNonFiniteLoss,
+                                       plot_history)
+from convforge.train.hardware import fit_across_workers, resolve_precision, resolve_strategy
 from convforge.train.schedules import make_schedule
 
 RUNS_DIR = "runs"
@@ -41,6 +46,39 @@ def _initial_epoch(backup_dir):
         return int(json.loads(meta.read_text())["epoch"])
     except (OSError, ValueError, KeyError):
         return 0
+
+
+def _keep_finished_epochs(history_csv, epochs):
+    """Drop the rows of epochs a killed run logged after its last backup, so a resumed log has each epoch once."""
+    path = pathlib.Path(history_csv)
+    if not path.exists():
+        return
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < epochs]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(kept)
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's artifacts (False only for non-chief multi-worker workers)."""
+    return bool(getattr(strategy.extended, "should_checkpoint", True))
+
+
+def _shard_by_data(dataset):
+    """Shard across workers by element: our sources are in memory or cached, so FILE sharding cannot apply
+    (the AUTO policy would try it, warn and fall back to DATA)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def _inference_copy(model):
+    """The model to save as model.keras: the same layers and weights, without the training-only optimizer,
+    schedule and losses, so `keras.models.load_model` needs no convforge training code to read it."""
+    return keras.Model(model.input, model.output, name=model.name)
 
 
 def make_optimizer(train_cfg, steps_per_epoch):
@@ -81,9 +119,12 @@ def train(recipe, run_dir=None, resume=False, printer=print, verbose=1):
 
     resume: continue the newest run of this recipe (True) or the given run folder from its last finished
     epoch. A NaN loss stops the run with ConvforgeError and keeps the last good checkpoint.
-    """
-    from convforge.train.datasets import datasets_for_recipe, input_shape_of
 
+    Under MultiWorkerMirroredStrategy (train.distribution multi_worker, or auto with a TF_CONFIG of several
+    workers) every worker runs this same function; only the chief writes into run_dir, the others write
+    their copies (which they must, to take part in the collective reads of saving) into a temporary folder
+    removed at the end. Resuming a multi-worker run needs run_dir on a filesystem every worker sees.
+    """
     train_cfg = recipe.train
     keras.utils.set_random_seed(train_cfg.seed)
     if train_cfg.deterministic:
@@ -91,16 +132,43 @@ def train(recipe, run_dir=None, resume=False, printer=print, verbose=1):
     policy = resolve_precision(train_cfg.precision)
     strategy = resolve_strategy(train_cfg.distribution)
 
+    chief = is_chief(strategy)
     if resume:
         run_dir = pathlib.Path(run_dir) if run_dir else latest_run_dir(recipe.name)
         if run_dir is None or not (run_dir / "backup").exists():
+            where = run_dir if run_dir is not None else f"{RUNS_DIR}/{recipe.name}/"
             raise ConvforgeError(f"nothing to resume for recipe {recipe.name!r}: no run folder with a backup "
-                                 f"under {RUNS_DIR}/{recipe.name}/")
-    else:
+                                 f"at {where}")
+    elif chief:
         run_dir = pathlib.Path(run_dir) if run_dir else new_run_dir(recipe.name)
+        if (run_dir / "backup").exists():
+            # Keras would silently continue from it; starting afresh over it would mix two runs.
+            raise ConvforgeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                                 "(Python: resume=True) or choose another run folder")
         run_dir.mkdir(parents=True, exist_ok=True)
+    initial_epoch = _initial_epoch(run_dir / "backup") if resume else 0
+    # Where this process writes: the run folder for the chief, a scratch copy for the other workers.
+    out_dir = run_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="convforge-worker-"))
+    try:
+        if not chief and resume:
+            shutil.copytree(run_dir / "backup", out_dir / "backup")
+        result = _fit(recipe, train_cfg, policy, strategy, out_dir, initial_epoch, printer, verbose)
+    finally:
+        if not chief:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    if chief:
+        printer(f"model: {result['model_path']}")
+    else:
+        result = {**result, "run_dir": str(run_dir) if run_dir else None, "model_path": None}
+    printer(str(run_dir) if run_dir is not None else "worker done; the chief wrote the run")
+    return result
+
+
+def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, verbose):
+    """Build, compile and fit under the strategy, writing checkpoints, logs and results into run_dir."""
+    from convforge.train.datasets import datasets_for_recipe, input_shape_of
+
     backup_dir = run_dir / "backup"
-    initial_epoch = _initial_epoch(backup_dir)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
     task = get_task(recipe.task)
@@ -108,7 +176,8 @@ def train(recipe, run_dir=None, resume=False, printer=print, verbose=1):
     num_classes = recipe.model.num_classes or len(data.class_names)
     input_shape = input_shape_of(recipe)
     printer(f"{recipe.name}: {recipe.model.architecture} for {recipe.task}, {num_classes} classes, "
-            f"input {input_shape}, precision {policy}, strategy {type(strategy).__name__}, "
+            f"input {input_shape}, precision {policy}, strategy {type(strategy).__name__} "
+            f"({strategy.num_replicas_in_sync} replicas), "
             f"{data.train_count} train / {data.val_count} val images")
 
     with strategy.scope():
@@ -122,17 +191,23 @@ def train(recipe, run_dir=None, resume=False, printer=print, verbose=1):
         model.compile(optimizer=optimizer, **task.compile_args(
             model, label_smoothing=train_cfg.label_smoothing, one_hot=data.one_hot,
             aux_loss_weight=train_cfg.aux_loss_weight))
+    fit_across_workers(model, strategy)
 
-    train_ds = data.train.map(lambda x, y: (x, task.adapt_targets(model, y)))
-    val_ds = data.val.map(lambda x, y: (x, task.adapt_targets(model, y))) if data.val is not None else None
+    train_ds = _shard_by_data(data.train.map(lambda x, y: (x, task.adapt_targets(model, y))))
+    val_ds = (_shard_by_data(data.val.map(lambda x, y: (x, task.adapt_targets(model, y))))
+              if data.val is not None else None)
     nan_guard = StopOnNonFiniteLoss()
     monitor = "val_loss" if val_ds is not None else "loss"
+    if initial_epoch:
+        _keep_finished_epochs(run_dir / "history.csv", initial_epoch)
+    # Order matters at each epoch end: the guard first (it decides whether the epoch is good), the log and
+    # the best model before the backup, so a kill after a backup never loses an epoch's history row.
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor=monitor, save_best_only=True),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
-        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         nan_guard,
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor=monitor, save_best_only=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
+        GuardedBackupAndRestore(str(backup_dir), nan_guard, double_checkpoint=True, delete_checkpoint=False),
         EpochSummary(train_cfg.epochs, printer),
     ]
     if train_cfg.early_stopping:
@@ -143,21 +218,30 @@ def train(recipe, run_dir=None, resume=False, printer=print, verbose=1):
     if initial_epoch:
         printer(f"resuming {run_dir} from epoch {initial_epoch + 1}/{train_cfg.epochs}")
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs,
-                        steps_per_epoch=data.steps_per_epoch, callbacks=callbacks, verbose=verbose)
+    with warnings.catch_warnings():
+        # The val set's length is unknown to tf.data until its first pass ends, which Keras reports as
+        # "ran out of data"; the train set repeats forever, so the warning never means lost training steps.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs,
+                            steps_per_epoch=data.steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                            shuffle=False)
     seconds = time.perf_counter() - start
     if nan_guard.bad is not None:
         epoch, batch, loss = nan_guard.bad
+        kept = _initial_epoch(backup_dir)
+        where = (f"the checkpoint of epoch {kept} is kept in {backup_dir}" if kept else
+                 "no epoch had finished, so there is no checkpoint")
         raise NonFiniteLoss(f"{recipe.name}: loss became {loss} at epoch {epoch + 1}, batch {batch + 1}; "
-                            f"stopped, the last good checkpoint is kept in {backup_dir} (lower "
-                            "train.optimizer.learning_rate or check the data)")
+                            f"stopped, {where} (lower train.optimizer.learning_rate or check the data)")
 
-    inference = task.inference_model(model)
+    inference = _inference_copy(task.inference_model(model))
     model_path = run_dir / "model.keras"
     inference.save(model_path)
     epochs_done = _initial_epoch(backup_dir) or (initial_epoch + len(history.epoch))
     logs = {k: v[-1] for k, v in history.history.items()} if history.epoch else {}
-    metrics = {**_metric_names(logs), "epochs_completed": epochs_done, "seconds": round(seconds, 2)}
+    metrics = {**_metric_names(logs), "epochs_completed": epochs_done, "seconds": round(seconds, 2),
+               "replicas": int(strategy.num_replicas_in_sync), "strategy": type(strategy).__name__,
+               "precision": policy}
     if data.val is not None:
         extra = task.evaluate(inference, data.val, data.class_names, out_dir=run_dir)
         metrics.update({f"val_{k}": v for k, v in extra.items() if k != "confusion_matrix"})
@@ -166,7 +250,5 @@ def train(recipe, run_dir=None, resume=False, printer=print, verbose=1):
     (run_dir / "preprocessing.json").write_text(json.dumps(data.preprocessing))
     if (run_dir / "history.csv").exists():
         plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
-    printer(f"model: {model_path}")
-    printer(str(run_dir))
     return {"run_dir": str(run_dir), "model_path": str(model_path), "metrics": metrics}
 
