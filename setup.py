@@ -34,6 +34,16 @@ setup(
         "scikit-learn~=1.9",
         "pycocotools~=2.0",
         "tensorboard~=2.21",
+        # Export and its verification (convforge.export). tf2onnx 1.17.0 declares only lower bounds
+        # (numpy>=1.23.5, protobuf>=3.20, onnx>=1.14), so it installs beside TF 2.21's numpy 2.x / protobuf 7
+        # without --no-deps and changes none of tensorflow-cpu, keras, numpy, protobuf or ml_dtypes. Its one
+        # numpy-2 break (np.product) sits in the >2 GB external-data path, which convforge does not use; the
+        # grouped-conv XLA call it cannot see is handled in export/onnx.py. LiteRT runs the .tflite files
+        # (tf.lite.Interpreter is deprecated); neither it nor tensorflow-cpu ships the Flex delegate.
+        "tf2onnx~=1.17.0",
+        "onnx~=1.23",
+        "onnxruntime~=1.30",
+        "ai-edge-litert~=2.3",
     ],
     extras_require={
         "test": [

@@ -22,7 +22,7 @@ def build_mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, include_top=
 
     Levels: C1..C5 are the last block at strides 2, 4, 8, 16, and the final 1x1 conv at stride 32.
     """
-    opts = dict(bn_epsilon=1e-3, bn_momentum=0.999, activation="relu6")
+    opts = dict(bn_epsilon=1e-3, activation="relu6")
     inputs = keras.Input(input_shape, name="image")
     x = conv_bn_act(inputs, make_divisible(32 * alpha), 3, 2, "same", name="stem", **opts)
     stride, block = 2, 0

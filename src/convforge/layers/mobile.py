@@ -20,11 +20,11 @@ def inverted_residual(x, filters, strides=1, expansion=6, *, bn_epsilon=1e-3, na
     in_channels = x.shape[-1]
     y = x
     if expansion != 1:
-        y = conv_bn_act(y, in_channels * expansion, 1, 1, "same", bn_epsilon=bn_epsilon, bn_momentum=0.999,
+        y = conv_bn_act(y, in_channels * expansion, 1, 1, "same", bn_epsilon=bn_epsilon,
                         activation="relu6", name=f"{name}_expand")
-    y = conv_bn_act(y, None, 3, strides, "same", depthwise=True, bn_epsilon=bn_epsilon, bn_momentum=0.999,
+    y = conv_bn_act(y, None, 3, strides, "same", depthwise=True, bn_epsilon=bn_epsilon,
                     activation="relu6", name=f"{name}_depthwise")
-    y = conv_bn_act(y, filters, 1, 1, "same", bn_epsilon=bn_epsilon, bn_momentum=0.999, activation=None,
+    y = conv_bn_act(y, filters, 1, 1, "same", bn_epsilon=bn_epsilon, activation=None,
                     name=f"{name}_project")
     if strides == 1 and in_channels == filters:
         y = layers.Add(name=f"{name}_add")([x, y])

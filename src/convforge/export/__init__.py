@@ -1,0 +1,303 @@
+"""Export any Keras image model to SavedModel, TFLite (fp32, fp16, dynamic int8, full int8) and ONNX, verified.
+
+Every artifact is converted into a hidden staging folder inside `out_dir`, run back in its own runtime and
+compared with Keras; only when all of them pass are they renamed into place, with `card.json` / `card.md`
+last. A failure leaves `out_dir` as it was and raises ExportError.
+
+Examples:
+    >>> import convforge
+    >>> model = convforge.build_model("resnet18", num_classes=4, input_shape=(32, 32, 3))
+    >>> result = convforge.export(model, "saved_models/demo", formats=["saved_model", "tflite", "onnx"],
+    ...                           progress=None)
+    >>> sorted(a["file"] for a in result["card"]["artifacts"])
+    ['model.onnx', 'model.tflite', 'saved_model']
+    >>> convforge.export.verify_dir("saved_models/demo", model)["model.onnx"]["status"]
+    'passed'
+"""
+import datetime
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import types
+
+import numpy as np
+
+from convforge.errors import ExportError, close_matches
+from convforge.export.card import CARD_JSON, CARD_MD, sha256_path, size_bytes, versions, write_card
+from convforge.export.onnx import ONNX_FILE
+from convforge.export.saved_model import (INPUT_NAME, check_preprocessing, input_spec, preprocess,
+                                          resolve_output_names, serving_function, write_saved_model)
+from convforge.export.tflite import INT8_IO, TFLITE_FORMATS
+from convforge.export.verify import (CHECK_SEED, FP32_FORMATS, check_artifact, check_images, check_uint8_images,
+                                     compare_quantized, named_outputs, verify_dir)
+
+FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx")
+ARTIFACTS = {"saved_model": "saved_model", **TFLITE_FORMATS, "onnx": ONNX_FILE}
+PRECISION = {"saved_model": "float32", "tflite": "float32", "tflite_fp16": "float16 weights",
+             "tflite_dynamic": "int8 weights, dynamic-range activations", "tflite_int8": "int8 (full integer)",
+             "onnx": "float32"}
+# Calibration gains little past a few hundred images, and they are held in memory.
+MAX_REPRESENTATIVE = 500
+CHECK_IMAGES = 4
+
+__all__ = ["export", "verify_dir", "compare_quantized", "FORMATS", "ARTIFACTS"]
+
+
+def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessing=None, with_preprocessing=False,
+           output_names=None, allow_flex=False, opset=17, verify=True, max_abs_diff=1e-4, inputs_for_check=None,
+           progress=print, int8_io="int8", latency_runs=10, threads=1):
+    """Write each of `formats` for a Keras image model into out_dir, verified, with a model card; all or nothing.
+
+    Args:
+        model: a built keras.Model with one float32 NHWC input (H, W, C static) and one output, a list or a dict.
+        out_dir: folder to write into (created when missing).
+        formats: any of "saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx".
+        representative: float32 batches (array [N, H, W, C] or an iterable of batches / (images, targets)
+            pairs) normalized like the training data; calibrates tflite_int8 (at most 500 images are used).
+        preprocessing: {"resize": [H, W], "channels": C, "scale": 1/255, "mean": [...], "std": [...]} as
+            `convforge.data.preprocessing` returns it; recorded in the card.
+        with_preprocessing: bake `preprocessing` into the SavedModel: its `image` becomes uint8 of any size.
+        output_names: one name per output (a list), or {key: name} for dict outputs; default: the dict keys,
+            `probabilities` for one softmax output, else `output` / `output_<i>`.
+        allow_flex: let TFLite fall back to Select TF ops; without it such a model raises ExportError.
+        opset: ONNX opset. verify: run every artifact back and compare (float32 to max_abs_diff).
+        inputs_for_check: float32 batch to compare on (default: 4 representative or seeded random images).
+        progress: callable taking one line per step (None: silent).
+        int8_io: "int8" or "uint8" input/output of tflite_int8.
+        latency_runs, threads: median of latency_runs batch-1 runs, with `threads` runtime threads.
+
+    Returns:
+        {"out_dir": path, "paths": {format: path}, "card": the card dict written to card.json}
+    """
+    say = progress or (lambda *_: None)
+    formats = _check_formats(formats)
+    shape = input_spec(model)
+    spec = None if preprocessing is None else check_preprocessing(preprocessing, shape[2])
+    if spec is not None and spec["resize"] != list(shape[:2]):
+        raise ExportError(f"preprocessing resize {spec['resize']} differs from the model input {list(shape[:2])}; "
+                          f"accepted: resize equal to the model's [H, W]")
+    if with_preprocessing and spec is None:
+        raise ExportError("with_preprocessing=True needs preprocessing={'resize': [H, W], 'channels': C, "
+                          "'scale': ..., 'mean': [...], 'std': [...]}; accepted: both, or neither")
+    if int8_io not in INT8_IO:
+        raise ExportError(f"int8_io={int8_io!r} is not accepted; accepted: {', '.join(INT8_IO)}")
+    calibration = None if representative is None else _images(representative, shape, "representative",
+                                                                MAX_REPRESENTATIVE)
+    if "tflite_int8" in formats and calibration is None:
+        raise ExportError("tflite_int8 needs calibration images; accepted: representative= float32 input batches "
+                          "normalized like the training data (e.g. 200 validation images)")
+    if inputs_for_check is not None:
+        check, source = _images(inputs_for_check, shape, "inputs_for_check"), "given"
+    elif calibration is not None:
+        check, source = calibration[:CHECK_IMAGES], "representative"
+    else:
+        check, source = check_images(shape, CHECK_IMAGES), "random normal"
+    keras_outputs = model(check, training=False)
+    names = resolve_output_names(keras_outputs, output_names)
+    reference = named_outputs(keras_outputs, names)
+    serve = serving_function(model, names)
+
+    out_dir = os.path.abspath(str(out_dir))
+    created = not os.path.exists(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".convforge-export-", dir=out_dir)
+    try:
+        card_entries, staged = [], {}
+        core = os.path.join(staging, "core_saved_model")
+        if any(f.startswith("tflite") for f in formats) or ("saved_model" in formats and not with_preprocessing):
+            _step("saved_model", lambda: write_saved_model(model, serve, core))
+        for fmt in formats:
+            path = _produce(fmt, model, names, spec if with_preprocessing else None, serve, core, staging,
+                            calibration, allow_flex, int8_io, opset)
+            staged[fmt] = path
+            entry = {"format": fmt, "file": ARTIFACTS[fmt], "bytes": size_bytes(path), "sha256": sha256_path(path),
+                     "precision": PRECISION[fmt]}
+            if fmt == "tflite_int8":
+                entry["io_dtype"] = int8_io
+            if verify:
+                if fmt == "saved_model" and with_preprocessing:
+                    raw = check_uint8_images(shape, len(check))
+                    expected = named_outputs(model(preprocess(raw, spec), training=False), names)
+                    entry["check"] = _step(fmt, lambda: check_artifact(fmt, path, raw, expected, max_abs_diff,
+                                                                       threads, latency_runs))
+                else:
+                    entry["check"] = _step(fmt, lambda: check_artifact(fmt, path, check, reference, max_abs_diff,
+                                                                       threads, latency_runs))
+            else:
+                entry["check"] = {"status": "not verified"}
+            card_entries.append(entry)
+            say(_summary(entry))
+        card = _card(model, shape, spec, with_preprocessing, names, reference, card_entries, max_abs_diff, source,
+                     len(check), latency_runs, threads, opset, allow_flex, int8_io, calibration)
+        write_card(staging, card)
+        moves = [(staged[f], ARTIFACTS[f]) for f in formats]
+        moves += [(os.path.join(staging, CARD_JSON), CARD_JSON), (os.path.join(staging, CARD_MD), CARD_MD)]
+        _commit(staging, out_dir, moves)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    say(f"export: {len(formats)} artifact(s) and the card in {out_dir}")
+    return {"out_dir": out_dir, "paths": {f: os.path.join(out_dir, ARTIFACTS[f]) for f in formats}, "card": card}
+
+
+def _check_formats(formats):
+    """Return the requested formats as a tuple without repeats, or raise ExportError naming an unknown one."""
+    formats = (formats,) if isinstance(formats, str) else tuple(formats)
+    if not formats:
+        raise ExportError(f"formats is empty; accepted: one or more of {', '.join(FORMATS)}")
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ExportError(f"format {fmt!r} is unknown{close_matches(fmt, FORMATS)}; accepted: "
+                              f"{', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(formats))
+
+
+def _images(source, shape, what, limit=None):
+    """Collect float32 images [N, H, W, C] from an array, a tensor or an iterable of batches or pairs."""
+    def as_batch(item):
+        """One float32 batch [n, H, W, C] from an array, a pair or a dict."""
+        if isinstance(item, (tuple, list)) and len(item) and not np.isscalar(item[0]):
+            item = item[0]  # (images, targets) from a tf.data pipeline
+        if isinstance(item, dict):
+            item = item.get(INPUT_NAME, next(iter(item.values())))
+        array = np.asarray(item, dtype=np.float32)
+        return array[None] if array.ndim == 3 else array
+
+    if callable(source):
+        source = source()  # a TFLite-style representative_dataset generator function
+    if hasattr(source, "shape") and len(getattr(source, "shape")) in (3, 4):
+        batches = [as_batch(source)]
+    else:
+        batches, count = [], 0
+        for item in source:
+            batch = as_batch(item)
+            batches.append(batch)
+            count += len(batch)
+            if limit is not None and count >= limit:
+                break
+    if not batches:
+        raise ExportError(f"{what} holds no images; accepted: float32 batches [N, {', '.join(map(str, shape))}]")
+    for batch in batches:
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(shape):
+            raise ExportError(f"{what} has a batch of shape {tuple(batch.shape)}; accepted: float32 batches "
+                              f"[N, {', '.join(map(str, shape))}] like the model input")
+    images = np.concatenate(batches)
+    return images[:limit] if limit is not None else images
+
+
+def _step(fmt, fn):
+    """Run one conversion or check, turning an unexpected failure into an ExportError about that format."""
+    try:
+        return fn()
+    except ExportError:
+        raise
+    except Exception as error:
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        raise ExportError(f"{fmt}: {type(error).__name__}: {first[:300]}; accepted: a model this format's "
+                          f"converter and runtime can hold") from error
+
+
+def _produce(fmt, model, names, served_spec, serve, core, staging, calibration, allow_flex, int8_io, opset):
+    """Write one artifact into the staging folder and return its path there."""
+    path = os.path.join(staging, ARTIFACTS[fmt])
+    if fmt == "saved_model":
+        if served_spec is None:
+            return core  # the SavedModel the TFLite converters read is this artifact; renamed at commit
+        return _step(fmt, lambda: write_saved_model(model, serving_function(model, names, served_spec), path))
+    if fmt in TFLITE_FORMATS:
+        from convforge.export.tflite import convert_tflite
+
+        data = _step(fmt, lambda: convert_tflite(core, fmt, calibration, allow_flex, int8_io))
+    else:
+        from convforge.export.onnx import convert_onnx
+
+        data = _step(fmt, lambda: convert_onnx(serve, opset)).SerializeToString()
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _summary(entry):
+    """One progress line for an exported artifact."""
+    check = entry["check"]
+    parts = [f"{entry['bytes'] / 1024:.0f} KiB"]
+    if check.get("max_abs_diff") is not None:
+        parts.append(f"max |Δ| {check['max_abs_diff']:.2g}")
+    if check.get("top1_agreement") is not None:
+        parts.append(f"top-1 agreement {check['top1_agreement']:.0%}")
+    if check.get("latency_ms"):
+        parts.append(f"{check['latency_ms']['median']:.3g} ms")
+    parts.append(check["status"])
+    return f"export: {entry['format']} -> {entry['file']} ({', '.join(parts)})"
+
+
+def _card(model, shape, spec, with_preprocessing, names, reference, entries, tolerance, source, n_check,
+          latency_runs, threads, opset, allow_flex, int8_io, calibration):
+    """The card dict: what goes in, what comes out, each artifact and how it was checked, and with what."""
+    from convforge import __version__
+
+    return {
+        "model": {"name": model.name, "class": type(model).__name__, "params": int(model.count_params())},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "convforge": __version__,
+        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, *shape], "layout": "NHWC",
+                  "preprocessing": spec, "served_preprocessing": spec if with_preprocessing else None},
+        "outputs": [{"name": n, "dtype": "float32", "shape": [None, *reference[n].shape[1:]]} for n in names],
+        "artifacts": entries,
+        "verification": {"max_abs_diff": tolerance, "inputs": source, "images": n_check,
+                         "seed": CHECK_SEED, "latency_runs": latency_runs, "threads": threads,
+                         "float32_formats": [e["format"] for e in entries if e["format"] in FP32_FORMATS]},
+        "options": {"opset": opset, "allow_flex": allow_flex, "int8_io": int8_io,
+                    "representative_images": 0 if calibration is None else int(len(calibration))},
+        "versions": versions(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+    }
+
+
+def _remove(path):
+    """Delete a file or a folder."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def _commit(staging, out_dir, moves):
+    """Rename staged artifacts into out_dir; on any failure put back what was there before."""
+    backup = os.path.join(staging, ".replaced")
+    os.makedirs(backup, exist_ok=True)
+    done = []
+    try:
+        for source, name in moves:
+            target = os.path.join(out_dir, name)
+            replaced = os.path.lexists(target)
+            if replaced:
+                os.replace(target, os.path.join(backup, name))
+            done.append((name, replaced))
+            os.replace(source, target)
+    except BaseException:
+        for name, replaced in reversed(done):
+            target = os.path.join(out_dir, name)
+            if os.path.lexists(target):
+                _remove(target)
+            if replaced:
+                os.replace(os.path.join(backup, name), target)
+        raise
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as its `export` function."""
+
+    def __call__(self, *args, **kwargs):
+        """Same as convforge.export.export."""
+        return export(*args, **kwargs)
+
+
+# Importing any submodule rebinds `convforge.export` to this package, so `convforge.export(model, ...)` must
+# work on the package as well as on the function.
+sys.modules[__name__].__class__ = _CallableModule

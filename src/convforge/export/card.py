@@ -1,0 +1,135 @@
+"""The model card beside the artifacts: card.json for programs, card.md for people."""
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+
+from convforge.errors import ExportError
+
+CARD_JSON = "card.json"
+CARD_MD = "card.md"
+_PACKAGES = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "keras": ("keras",), "tf2onnx": ("tf2onnx",),
+             "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+             "litert": ("ai-edge-litert",), "numpy": ("numpy",)}
+
+
+def sha256_path(path):
+    """SHA-256 of a file, or of a folder as the hash of its sorted (relative path, file hash) lines."""
+    if os.path.isfile(path):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    lines = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            lines.append(f"{os.path.relpath(full, path).replace(os.sep, '/')} {sha256_path(full)}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def size_bytes(path):
+    """Size of a file, or the total size of the files under a folder."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def versions():
+    """Installed versions of the libraries that wrote and checked the artifacts."""
+    found = {"python": platform.python_version()}
+    for key, dists in _PACKAGES.items():
+        for dist in dists:
+            try:
+                found[key] = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
+        else:
+            found[key] = None
+    return found
+
+
+def _write_atomic(path, text):
+    """Write text to a temporary file beside `path`, then rename it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".card-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _fmt(value, digits=3):
+    """A number for the markdown table, '-' when absent."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def render_markdown(card):
+    """The card as a short markdown page."""
+    spec = card["input"]
+    lines = [f"# {card['model']['name']}", "",
+             f"Exported {card['created']} by convforge {card['convforge']}.", "",
+             "## Input", "",
+             f"- `{spec['name']}`: {spec['dtype']} {spec['shape']} (NHWC, batch dynamic)"]
+    prep = spec.get("preprocessing")
+    if prep:
+        lines.append(f"- preprocessing: resize {prep['resize']} ({prep['interpolation']}), "
+                     f"{'round to uint8, ' if prep.get('round') else ''}x {prep['scale']:.6g}, "
+                     f"mean {prep['mean']}, std {prep['std']}")
+    if spec.get("served_preprocessing"):
+        lines.append("- the SavedModel takes uint8 images [None, None, None, C] of any size and applies it; "
+                     "TFLite and ONNX take the normalized float32 input")
+    lines += ["", "## Outputs", ""]
+    lines += [f"- `{o['name']}`: {o['dtype']} {o['shape']}" for o in card["outputs"]]
+    lines += ["", "## Artifacts", "",
+              "| file | format | size (KiB) | max abs diff | top-1 agreement | latency ms (batch 1, threads) | "
+              "status | sha256 |",
+              "|---|---|---:|---:|---:|---:|---|---|"]
+    for a in card["artifacts"]:
+        check = a.get("check", {})
+        latency = check.get("latency_ms")
+        lat = f"{latency['median']:.3g} ({latency['threads']})" if latency else "-"
+        lines.append(f"| {a['file']} | {a['format']} | {a['bytes'] / 1024:.1f} | {_fmt(check.get('max_abs_diff'))} "
+                     f"| {_fmt(check.get('top1_agreement'))} | {lat} | {check.get('status', '-')} "
+                     f"| `{a['sha256'][:16]}…` |")
+    ver = card["verification"]
+    lines += ["", f"float32 formats are compared with Keras on {ver['images']} check images and must agree to "
+                  f"max |Δ| <= {ver['max_abs_diff']:g}; quantized ones are reported (top-1 agreement with Keras on "
+                  f"softmax outputs, max |Δ|). Latency is the median of {ver.get('latency_runs', '-')} runs on "
+                  f"{card['machine']}.", "", "## Versions", ""]
+    lines += [f"- {k}: {v}" for k, v in card["versions"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(out_dir, card):
+    """Write card.json and card.md into out_dir, each atomically; return their paths."""
+    json_path, md_path = os.path.join(out_dir, CARD_JSON), os.path.join(out_dir, CARD_MD)
+    _write_atomic(json_path, json.dumps(card, indent=2) + "\n")
+    _write_atomic(md_path, render_markdown(card))
+    return json_path, md_path
+
+
+def read_card(out_dir):
+    """Return the card.json of an export folder, or raise ExportError."""
+    path = os.path.join(out_dir, CARD_JSON)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ExportError(f"{out_dir} has no {CARD_JSON}; accepted: a folder written by convforge.export") from None
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{path} is not valid JSON ({error.msg}); accepted: the card convforge.export "
+                          f"wrote") from None

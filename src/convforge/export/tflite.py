@@ -1,0 +1,86 @@
+"""TFLite conversion from a SavedModel: fp32, fp16 weights, dynamic-range int8 and full-integer int8.
+
+Conversion starts from the staged SavedModel (as Keras' own LiteRT exporter does): from_concrete_functions
+keeps Keras variables as resource variables in TF 2.21, which the quantizers cannot fold.
+"""
+import re
+
+import numpy as np
+
+from convforge.errors import ExportError
+
+# format name -> file name
+TFLITE_FORMATS = {
+    "tflite": "model.tflite",
+    "tflite_fp16": "model_fp16.tflite",
+    "tflite_dynamic": "model_dynamic.tflite",
+    "tflite_int8": "model_int8.tflite",
+}
+INT8_IO = ("int8", "uint8")
+
+
+def missing_ops(message):
+    """Return (flex_ops, custom_ops): the op names a converter error says builtins cannot hold."""
+    flex, custom = [], []
+    for label, found in ((r"TF Select ops", flex), (r"Custom ops", custom)):
+        for match in re.finditer(label + r":\s*([^\n]+)", message):
+            found.extend(op.strip() for op in match.group(1).split(",") if op.strip())
+    if not flex and not custom:
+        # Older or shorter messages only name the op in its MLIR form: 'tf.Erf' op is neither ...
+        custom = re.findall(r"'tfl?\.(\w+)' op is neither a custom op nor a flex op", message)
+    return sorted(set(flex)), sorted(set(custom))
+
+
+def _representative_gen(images):
+    """Yield one-image batches: calibration of a dynamic-batch input runs at batch 1."""
+    def gen():
+        """The converter's representative_dataset."""
+        for image in images:
+            yield [np.asarray(image, dtype=np.float32)[None]]
+    return gen
+
+
+def convert_tflite(saved_model_dir, fmt, representative=None, allow_flex=False, int8_io="int8"):
+    """Return the bytes of `fmt` (a key of TFLITE_FORMATS) converted from a SavedModel's serving_default."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if fmt == "tflite_int8" else tf.lite.OpsSet.TFLITE_BUILTINS]
+    if allow_flex:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+    if fmt != "tflite":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if fmt == "tflite_fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif fmt == "tflite_int8":
+        if representative is None or len(representative) == 0:
+            raise ExportError("tflite_int8 needs calibration images; accepted: representative= an array or "
+                              "iterable of float32 input batches normalized like the training data")
+        if int8_io not in INT8_IO:
+            raise ExportError(f"int8_io={int8_io!r} is not accepted; accepted: {', '.join(INT8_IO)}")
+        converter.representative_dataset = _representative_gen(representative)
+        converter.inference_input_type = getattr(tf, int8_io)
+        converter.inference_output_type = getattr(tf, int8_io)
+    try:
+        return converter.convert()
+    except Exception as error:  # the converter raises ConverterError, RuntimeError or ValueError
+        raise _conversion_error(fmt, str(error), allow_flex) from None
+
+
+def _conversion_error(fmt, message, allow_flex):
+    """Turn a converter failure into one ExportError sentence that names the ops it could not hold."""
+    flex, custom = missing_ops(message)
+    if flex and not allow_flex:
+        return ExportError(f"{fmt}: TFLite builtins cannot hold the TensorFlow op(s) {', '.join(flex)}; "
+                           f"accepted: allow_flex=True (adds SELECT_TF_OPS; the runtime then needs the Flex "
+                           f"delegate) or a model without them")
+    if custom:
+        return ExportError(f"{fmt}: neither TFLite builtins nor Flex (SELECT_TF_OPS) hold the op(s) "
+                           f"{', '.join(custom)}; accepted: a model that expresses them with other ops")
+    if flex:
+        return ExportError(f"{fmt}: the op(s) {', '.join(flex)} have no {fmt} kernel even with Flex; accepted: "
+                           f"another format or a model without them")
+    first = next((line.strip() for line in message.splitlines() if line.strip()), "unknown error")
+    return ExportError(f"{fmt}: the TFLite converter failed ({first[:300]}); accepted: a model of TFLite "
+                       f"builtin ops")
