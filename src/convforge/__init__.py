@@ -36,6 +36,9 @@ _API = {
     "model_table": "convforge.bench",
     "load_recipe": "convforge.recipes",
     "train": "convforge.train",
+    "export": "convforge.export",
+    "verify_dir": "convforge.export",
+    "build_dataset": "convforge.data",
 }
 
 __all__ = sorted(_API) + ["ConvforgeError", "DataError", "ExportError", "ModelError", "RecipeError"]

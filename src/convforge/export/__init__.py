@@ -18,12 +18,11 @@ import datetime
 import os
 import platform
 import shutil
-import sys
 import tempfile
-import types
 
 import numpy as np
 
+from convforge._api import callable_package
 from convforge.errors import ExportError, close_matches
 from convforge.export.card import CARD_JSON, CARD_MD, sha256_path, size_bytes, versions, write_card
 from convforge.export.onnx import ONNX_FILE
@@ -290,14 +289,6 @@ def _commit(staging, out_dir, moves):
         raise
 
 
-class _CallableModule(types.ModuleType):
-    """This package, callable as its `export` function."""
-
-    def __call__(self, *args, **kwargs):
-        """Same as convforge.export.export."""
-        return export(*args, **kwargs)
-
-
 # Importing any submodule rebinds `convforge.export` to this package, so `convforge.export(model, ...)` must
 # work on the package as well as on the function.
-sys.modules[__name__].__class__ = _CallableModule
+callable_package(__name__, "export")
