@@ -222,6 +222,92 @@ def cmd_predict(args):
     return 0
 
 
+def _resolve_export_source(source):
+    """Return (model path, run dir or None, recipe or None) for a recipe, a run folder or a .keras file."""
+    import pathlib
+
+    from convforge.train.trainer import latest_run_dir
+
+    path = pathlib.Path(source)
+    if path.suffix in (".yaml", ".yml"):
+        from convforge.recipes import load_recipe
+
+        recipe = load_recipe(path)
+        run = latest_run_dir(recipe.name)
+        if run is None or not (run / "model.keras").exists():
+            raise ConvforgeError(f"no trained run of {recipe.name!r} to export: run `convforge train {source}` first")
+        return run / "model.keras", run, recipe
+    if path.is_dir():
+        if not (path / "model.keras").exists():
+            raise ConvforgeError(f"{source!r} is not a run folder: it has no model.keras")
+        recipe = None
+        if (path / "recipe.yaml").exists():
+            from convforge.recipes import load_recipe
+
+            recipe = load_recipe(path / "recipe.yaml")
+        return path / "model.keras", path, recipe
+    if path.suffix == ".keras":
+        if not path.is_file():
+            raise ConvforgeError(f"model file {source!r} does not exist")
+        return path, None, None
+    raise ConvforgeError(f"{source!r} is not a recipe (.yaml), a run folder or a .keras model")
+
+
+def cmd_export(args):
+    """Export a trained model to each format, verify every artifact in its runtime, and write the model card."""
+    import json
+
+    import keras
+    import numpy as np
+
+    import convforge.export as exporter
+
+    model_path, run, recipe = _resolve_export_source(args.source)
+    model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+    formats = [f.strip() for f in args.formats.split(",")] if args.formats else (
+        list(recipe.export.formats) if recipe else list(exporter.FORMATS))
+    out = args.out or (recipe.export.out_dir if recipe and recipe.export.out_dir else
+                       os.path.join("saved_models", recipe.name if recipe else model_path.parent.name))
+    preprocessing = None
+    if run is not None and (run / "preprocessing.json").exists():
+        preprocessing = json.loads((run / "preprocessing.json").read_text())
+    representative = None
+    if "tflite_int8" in formats:
+        if recipe is None:
+            raise ConvforgeError("tflite_int8 needs calibration images: export a recipe or a run folder with "
+                                 "its recipe.yaml, or leave tflite_int8 out of --formats")
+        from convforge.tasks import get_task
+        from convforge.train.datasets import datasets_for_recipe
+
+        data = datasets_for_recipe(recipe, get_task(recipe.task))
+        wanted, batches = recipe.export.representative_size, []
+        # Calibrate on un-augmented training images, normalized exactly as the model saw them.
+        source = data.val if data.val is not None else data.train
+        for images, _ in source:
+            batches.append(np.asarray(images))
+            if sum(len(b) for b in batches) >= wanted:
+                break
+        representative = np.concatenate(batches)[:wanted]
+    result = exporter.export(model, out, formats, representative=representative, preprocessing=preprocessing,
+                             with_preprocessing=args.with_preprocessing and preprocessing is not None,
+                             allow_flex=args.allow_flex, opset=recipe.export.onnx_opset if recipe else 17)
+    print(result["out_dir"])
+    return 0
+
+
+def cmd_verify(args):
+    """Re-check every artifact of an export folder against its card (hashes and outputs)."""
+    import convforge.export as exporter
+
+    if not os.path.isdir(args.dir):
+        raise ConvforgeError(f"export folder {args.dir!r} does not exist")
+    reports = exporter.verify_dir(args.dir)
+    for name, report in reports.items():
+        print(f"{name}: {report.get('status')} " + ", ".join(f"{k}={v}" for k, v in report.items()
+                                                         if k != "status" and isinstance(v, (int, float))))
+    return 0
+
+
 def build_parser():
     """Return the argparse parser of the `convforge` command."""
     parser = argparse.ArgumentParser(prog="convforge", description=__doc__.split(":")[0])
@@ -284,6 +370,20 @@ def build_parser():
     p.add_argument("images", nargs="+")
     p.add_argument("--top", type=int, default=3)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a trained model to SavedModel/TFLite/ONNX, each verified")
+    p.add_argument("source", help="a recipe (its newest run), a run folder, or a .keras model")
+    p.add_argument("--formats", help="comma-separated: saved_model,tflite,tflite_fp16,tflite_dynamic,tflite_int8,onnx "
+                                     "(default: the recipe's export.formats)")
+    p.add_argument("--out", help="output folder (default: the recipe's export.out_dir or saved_models/NAME)")
+    p.add_argument("--with-preprocessing", action="store_true",
+                   help="the SavedModel takes raw uint8 images of any size and resizes/normalizes them itself")
+    p.add_argument("--allow-flex", action="store_true", help="allow TensorFlow (SELECT_TF_OPS) ops in TFLite")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("verify", help="re-verify an export folder against its model card")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_verify)
     return parser
 
 

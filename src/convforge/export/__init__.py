@@ -29,7 +29,7 @@ from convforge.export.onnx import ONNX_FILE
 from convforge.export.saved_model import (INPUT_NAME, check_preprocessing, input_spec, preprocess,
                                           resolve_output_names, serving_function, write_saved_model)
 from convforge.export.tflite import INT8_IO, TFLITE_FORMATS
-from convforge.export.verify import (CHECK_SEED, FP32_FORMATS, check_artifact, check_images, check_uint8_images,
+from convforge.export.verify import (CHECK_FILE, CHECK_SEED, FP32_FORMATS, check_artifact, check_images, check_uint8_images,
                                      compare_quantized, named_outputs, verify_dir)
 
 FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx")
@@ -131,7 +131,11 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
         card = _card(model, shape, spec, with_preprocessing, names, reference, card_entries, max_abs_diff, source,
                      len(check), latency_runs, threads, opset, allow_flex, int8_io, calibration)
         write_card(staging, card)
+        # The exact check images travel with the artifacts, so `convforge verify` later repeats this very check
+        # (random inputs would push an int8 model outside its calibrated range and prove nothing).
+        np.save(os.path.join(staging, CHECK_FILE), check)
         moves = [(staged[f], ARTIFACTS[f]) for f in formats]
+        moves += [(os.path.join(staging, CHECK_FILE), CHECK_FILE)]
         moves += [(os.path.join(staging, CARD_JSON), CARD_JSON), (os.path.join(staging, CARD_MD), CARD_MD)]
         _commit(staging, out_dir, moves)
     except BaseException:
