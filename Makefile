@@ -17,15 +17,21 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
+DEMO_RECIPE ?= recipes/classification/lenet5_digits.yaml
+
+# Train the default recipe on embedded data, export every format (each verified in its own runtime), re-verify.
 demo: install
-	$(VENV)/bin/convforge models
-	$(VENV)/bin/convforge summary resnet18 --input-shape 64,64,3
+	$(VENV)/bin/convforge train $(DEMO_RECIPE) --quiet
+	$(VENV)/bin/convforge evaluate $(DEMO_RECIPE)
+	$(VENV)/bin/convforge export $(DEMO_RECIPE)
+	$(VENV)/bin/convforge verify saved_models/$$(basename $(DEMO_RECIPE) .yaml)
 
 test: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q
 
 bench: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/model_table.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/pipeline_speed.py
 
 lint: install
 	$(PY) -m compileall -q src tests benchmarks

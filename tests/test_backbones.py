@@ -45,7 +45,7 @@ def test_list_models_patterns():
     ("inception_v3", 96, ["C1", "C2", "C3", "C4", "C5"]),
     ("densenet121", 64, ["C1", "C2", "C3", "C4", "C5"]),
     ("mobilenet_v2", 64, ["C1", "C2", "C3", "C4", "C5"]),
-    ("alexnet", 64, ["C2", "C3", "C4", "C5"]),
+    ("alexnet", 96, ["C2", "C3", "C4", "C5"]),
     ("squeezenet1_1", 64, ["C1", "C2", "C3", "C4"]),
     ("lenet5", 32, ["C1", "C2"]),
 ])

@@ -12,7 +12,9 @@ def build_alexnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True,
     """AlexNet from a table of conv rows (filters, kernel, stride, padding, groups, lrn, pool_after).
 
     Levels: C2 after conv1 (stride 4), C3 after conv2 (8), C4 after conv5 (16), C5 after the last pool (32).
-    `adaptive_pool` (torchvision) pools the last map to a fixed grid so the classifier fits any input size.
+    `adaptive_pool` (torchvision) pools the last map to a fixed grid so the classifier fits any input size;
+    Keras' adaptive pooling cannot upsample inside a traced graph, so inputs must keep that map >= 1x1 before
+    pooling to 6x6 (95 px and up).
     """
     inputs = keras.Input(input_shape, name="image")
     x = inputs
@@ -47,7 +49,7 @@ _PAPER_REF = "Krizhevsky, Sutskever & Hinton, ImageNet classification with deep 
 
 register(ModelSpec(
     name="alexnet", family="alexnet", builder=build_alexnet,
-    options=dict(convs=_TORCHVISION, adaptive_pool=(6, 6)), paper=_PAPER_REF, min_input_size=63,
+    options=dict(convs=_TORCHVISION, adaptive_pool=(6, 6)), paper=_PAPER_REF, min_input_size=95,
     references=(Reference(61_100_840, "total", "torchvision"),), macs=0.714e9,
     notes="torchvision's single-GPU variant (64/192/384/256/256 filters, no LRN)",
 ))

@@ -67,7 +67,7 @@ def strip_aux(model):
     """Return the inference model of a GoogLeNet built with aux_logits: the main output only, same weights."""
     if len(model.outputs) == 1:
         return model
-    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+    return keras.Model(model.input, model.outputs[0], name=model.name)
 
 
 register(ModelSpec(
