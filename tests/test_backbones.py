@@ -25,6 +25,8 @@ def test_param_count_equals_published(name, ref):
         macs = convforge.count_macs(model)
         # Published figures are rounded to 2-3 significant digits.
         assert macs == pytest.approx(spec.macs, rel=0.03), f"{name}: {macs:,} MACs vs published {spec.macs:,.0f}"
+    del model
+    keras.backend.clear_session()  # these are the big ones (up to 143M parameters): free them before the next
 
 
 def test_every_model_has_a_reference():

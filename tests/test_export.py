@@ -50,7 +50,7 @@ def resnet_export(tmp_path_factory):
 def test_all_six_formats_written_with_card_and_no_leftovers(resnet_export):
     _, out, result, lines = resnet_export
     files = {"saved_model", "model.tflite", "model_fp16.tflite", "model_dynamic.tflite", "model_int8.tflite",
-             "model.onnx", "card.json", "card.md"}
+             "model.onnx", "card.json", "card.md", "check_images.npy"}
     assert set(os.listdir(out)) == files
     assert [a["format"] for a in result["card"]["artifacts"]] == list(FORMATS)
     assert len(lines) == 7 and "onnx" in lines[-2]
@@ -253,8 +253,8 @@ def test_flex_op_fails_atomically_and_allow_flex_succeeds(tmp_path):
     assert checks["onnx"]["status"] == "passed" and checks["saved_model"]["status"] == "passed"
     # No pip runtime here links the Flex delegate, so the flex TFLite is written but reported unverified.
     assert checks["tflite"]["status"] == "unverified" and "Flex" in checks["tflite"]["reason"]
-    assert sorted(os.listdir(out)) == ["card.json", "card.md", "keep.txt", "model.onnx", "model.tflite",
-                                       "saved_model"]
+    assert sorted(os.listdir(out)) == ["card.json", "card.md", "check_images.npy", "keep.txt", "model.onnx",
+                                       "model.tflite", "saved_model"]
 
 
 def test_grouped_convolution_converts_to_tflite_and_onnx(tmp_path):

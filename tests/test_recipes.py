@@ -52,12 +52,6 @@ MINIMAL = {"name": "tiny", "model": {"architecture": "resnet18", "input_shape": 
 
 
 @pytest.fixture(autouse=True)
-def _fresh_keras_session():
-    """Override conftest's per-test Keras reset: no test here builds a model, and its gc pass costs ~0.5 s."""
-    yield
-
-
-@pytest.fixture(autouse=True)
 def _in_tmp(tmp_path, monkeypatch):
     """Run in a scratch folder: shapes caches and export folders are relative to the working directory."""
     monkeypatch.chdir(tmp_path)
