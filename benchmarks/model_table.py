@@ -38,7 +38,7 @@ def main(pattern="*"):
              "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         shape = "x".join(map(str, r["input_shape"]))
-        lines.append(f"| {r['name']} | {shape} | {r['params']:,} | {r['trainable']:,} | {r['macs'] / 1e9:.3f} | "
+        lines.append(f"| {r['name']} | {shape} | {r['params']:,} | {r['trainable']:,} | {r['macs'] / 1e9:.4g} | "
                      f"{r['build_seconds']:.2f} |")
     lines.append(f"\nMeasured on {machine['cpu_count']} CPU cores, TensorFlow {machine['tensorflow']}, "
                  f"Keras {machine['keras']}.")
