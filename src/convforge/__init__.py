@@ -11,7 +11,7 @@ Examples:
     >>> convforge.receptive_fields(model)["C5"].size
     (435, 435)
 """
-import importlib
+from convforge._api import lazy_names
 
 from convforge.errors import ConvforgeError, DataError, ExportError, ModelError, RecipeError
 
@@ -44,13 +44,7 @@ _API = {
 __all__ = sorted(_API) + ["ConvforgeError", "DataError", "ExportError", "ModelError", "RecipeError"]
 
 
-def __getattr__(name):
-    """Import the module that holds a public name on first use."""
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'convforge' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _API)
 
 
 def __dir__():

@@ -1,6 +1,20 @@
-"""Plumbing of the public API: packages that are also callable as their main function."""
+"""Plumbing of the public API: names imported on first use, and packages callable as their main function."""
+import importlib
 import sys
 import types
+
+
+def lazy_names(module_name, table):
+    """Return a module `__getattr__` that imports `table[name]` (a module path) when `name` is first used."""
+
+    def __getattr__(name):
+        if name in table:
+            value = getattr(importlib.import_module(table[name]), name)
+            setattr(sys.modules[module_name], name, value)
+            return value
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 class _CallablePackage(types.ModuleType):

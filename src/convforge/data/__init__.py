@@ -11,7 +11,7 @@ Examples:
     >>> ds = data.build_dataset(train, "localization", (64, 64, 3), 32, True,
     ...                         augment=["flip", "crop"], seed=0)              # doctest: +SKIP
 """
-import importlib
+from convforge._api import lazy_names
 
 _API = {
     "Records": "convforge.data.records",
@@ -43,13 +43,7 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name):
-    """Import the module that holds a public name on first use."""
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'convforge.data' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _API)
 
 
 def __dir__():
