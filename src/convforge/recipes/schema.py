@@ -216,65 +216,58 @@ class ShapesSource(_Section):
         return value
 
 
-class CocoSource(_Section):
+class _FileSource(_Section):
+    """A source read from the user's files: each field named in `must_exist` must name an existing path."""
+
+    must_exist: ClassVar[dict] = {}  # field -> "file" | "dir" | "glob"
+
+    @field_validator("*")
+    @classmethod
+    def _exists(cls, value, info: ValidationInfo):
+        kind = cls.must_exist.get(info.field_name)
+        if kind == "glob":
+            if not [p for p in glob.glob(os.path.expanduser(value)) if os.path.isfile(p)]:
+                raise ValueError(f"{value!r} matches no file")
+            return value
+        return _check_exists(value, kind) if kind else value
+
+
+class CocoSource(_FileSource):
     """A COCO-format annotation file and the folder of the images it names."""
 
-    file_fields: ClassVar[tuple] = ("annotations", "images")
+    must_exist: ClassVar[dict] = {"annotations": "file", "images": "dir"}
+    file_fields: ClassVar[tuple] = tuple(must_exist)
     source: Literal["coco"]
     annotations: str = Field(description="instances_*.json")
     images: str = Field(description="folder of the images")
 
-    @field_validator("annotations")
-    @classmethod
-    def _annotations_exist(cls, value):
-        return _check_exists(value, "file")
 
-    @field_validator("images")
-    @classmethod
-    def _images_exist(cls, value):
-        return _check_exists(value, "dir")
-
-
-class VocSource(_Section):
+class VocSource(_FileSource):
     """A Pascal VOC folder (the one holding Annotations/, JPEGImages/ and ImageSets/)."""
 
-    file_fields: ClassVar[tuple] = ("root",)
+    must_exist: ClassVar[dict] = {"root": "dir"}
+    file_fields: ClassVar[tuple] = tuple(must_exist)
     source: Literal["voc"]
     root: str
     split: Literal["train", "val", "trainval", "test"] = "train"
 
-    @field_validator("root")
-    @classmethod
-    def _root_exists(cls, value):
-        return _check_exists(value, "dir")
 
-
-class ImageFolderSource(_Section):
+class ImageFolderSource(_FileSource):
     """One sub-folder of images per class; the sorted folder names are the class names."""
 
-    file_fields: ClassVar[tuple] = ("path",)
+    must_exist: ClassVar[dict] = {"path": "dir"}
+    file_fields: ClassVar[tuple] = tuple(must_exist)
     source: Literal["image_folder"]
     path: str
 
-    @field_validator("path")
-    @classmethod
-    def _path_exists(cls, value):
-        return _check_exists(value, "dir")
 
-
-class TFRecordSource(_Section):
+class TFRecordSource(_FileSource):
     """TFRecord files of serialized tf.train.Examples."""
 
-    file_fields: ClassVar[tuple] = ("pattern",)
+    must_exist: ClassVar[dict] = {"pattern": "glob"}
+    file_fields: ClassVar[tuple] = tuple(must_exist)
     source: Literal["tfrecord"]
     pattern: str = Field(description="a glob such as data/train-*.tfrecord")
-
-    @field_validator("pattern")
-    @classmethod
-    def _matches(cls, value):
-        if not [p for p in glob.glob(os.path.expanduser(value)) if os.path.isfile(p)]:
-            raise ValueError(f"{value!r} matches no file")
-        return value
 
 
 class DigitsSource(_Section):
