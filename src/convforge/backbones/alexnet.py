@@ -8,8 +8,11 @@ from convforge.registry import ModelSpec, Reference, register
 
 
 def build_alexnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
-                  classifier_activation="softmax", convs=(), adaptive_pool=None, dropout=0.5, name="alexnet"):
+                  classifier_activation="softmax", convs=(), adaptive_pool=None, dropout=0.5, fc_units=4096,
+                  name="alexnet"):
     """AlexNet from a table of conv rows (filters, kernel, stride, padding, groups, lrn, pool_after).
+
+    fc_units sizes the two hidden Dense layers (4096 in the paper).
 
     Levels: C2 after conv1 (stride 4), C3 after conv2 (8), C4 after conv5 (16), C5 after the last pool (32).
     `adaptive_pool` (torchvision) pools the last map to a fixed grid so the classifier fits any input size;
@@ -35,7 +38,7 @@ def build_alexnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True,
     x = layers.Flatten(name="flatten")(x)
     for i in (6, 7):
         x = layers.Dropout(dropout, name=f"drop{i}")(x)
-        x = layers.Dense(4096, activation="relu", name=f"fc{i}")(x)
+        x = layers.Dense(fc_units, activation="relu", name=f"fc{i}")(x)
     return keras.Model(inputs, classifier(x, num_classes, classifier_activation), name=name)
 
 

@@ -8,21 +8,30 @@ import keras
 
 from convforge.backbones.common import gap_top, level
 from convforge.layers import conv_bn_act, max_pool, residual_block
+from convforge.errors import ModelError, close_matches
 from convforge.registry import ModelSpec, Reference, register
 
 
 def build_resnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
                  classifier_activation="softmax", block="bottleneck", depths=(3, 4, 6, 3),
                  widths=(64, 128, 256, 512), groups=1, base_width=64, se_ratio=None, stride_in_1x1=False,
-                 conv_bias=False, bn_epsilon=1e-5, dropout=0.0, name="resnet50"):
+                 conv_bias=False, bn_epsilon=1e-5, dropout=0.0, stem="imagenet", name="resnet50"):
     """A ResNet-family network: a 7x7/2 stem, a 3x3/2 max-pool, then four stages of `depths` blocks.
 
-    Levels: C1 after the stem (stride 2) and C2..C5 after each stage (strides 4..32).
+    stem="cifar" is the small-image stem of He et al. section 4.2: one 3x3/1 conv and no max-pool, so a
+    32 px image keeps 32x32 features into stage 1 (the ImageNet stem would leave 8x8). Levels: C1 after the
+    stem (stride 2, or 1 with the cifar stem) and C2..C5 after each stage (strides 4..32, or 1..8).
     """
+    if stem not in STEMS:
+        raise ModelError(f"resnet stem {stem!r} is unknown{close_matches(stem, STEMS)}; accepted: {', '.join(STEMS)}")
     inputs = keras.Input(input_shape, name="image")
-    x = conv_bn_act(inputs, 64, 7, 2, 3, use_bias=conv_bias, bn_epsilon=bn_epsilon, name="conv1")
-    x = level(x, "C1")
-    x = max_pool(x, 3, 2, padding=1, name="pool1")
+    if stem == "cifar":
+        x = conv_bn_act(inputs, widths[0], 3, 1, 1, use_bias=conv_bias, bn_epsilon=bn_epsilon, name="conv1")
+        x = level(x, "C1")
+    else:
+        x = conv_bn_act(inputs, widths[0], 7, 2, 3, use_bias=conv_bias, bn_epsilon=bn_epsilon, name="conv1")
+        x = level(x, "C1")
+        x = max_pool(x, 3, 2, padding=1, name="pool1")
     for stage, (depth, width) in enumerate(zip(depths, widths)):
         for i in range(depth):
             x = residual_block(
@@ -35,6 +44,7 @@ def build_resnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, 
                                        classifier_activation=classifier_activation, dropout=dropout), name=name)
 
 
+STEMS = ("imagenet", "cifar")
 _KERAS_STYLE = dict(stride_in_1x1=True, conv_bias=True, bn_epsilon=1.001e-5)
 _HE = "He et al., Deep residual learning for image recognition, CVPR 2016"
 _XIE = "Xie et al., Aggregated residual transformations for deep neural networks, CVPR 2017"

@@ -8,15 +8,18 @@ from convforge.registry import ModelSpec, Reference, register
 
 
 def build_vgg(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
-              classifier_activation="softmax", blocks=(), batch_norm=False, dropout=0.5, name="vgg16"):
-    """VGG from `blocks`, the number of 3x3 convs in each of the five blocks (filters 64..512).
+              classifier_activation="softmax", blocks=(), batch_norm=False, dropout=0.5,
+              widths=(64, 128, 256, 512, 512), fc_units=4096, name="vgg16"):
+    """VGG from `blocks`, the number of 3x3 convs in each of the five blocks (filters `widths`, 64..512).
+
+    fc_units sizes the two hidden Dense layers (4096 in the paper; 512 is the usual small-image choice).
 
     Levels: C1..C4 are the last conv of blocks 2..5 (strides 2..16), C5 the last pool (stride 32).
     Layer names follow keras.applications (block1_conv1 ... fc1, fc2, predictions).
     """
     inputs = keras.Input(input_shape, name="image")
     x = inputs
-    for b, (convs, filters) in enumerate(zip(blocks, (64, 128, 256, 512, 512)), start=1):
+    for b, (convs, filters) in enumerate(zip(blocks, widths), start=1):
         for c in range(1, convs + 1):
             # torchvision's vgg*_bn keep the conv bias in front of BN; their parameter counts include it.
             x = conv_bn_act(x, filters, 3, 1, "same", use_bias=True, norm=batch_norm,
@@ -29,7 +32,7 @@ def build_vgg(input_shape=(224, 224, 3), num_classes=1000, include_top=True, poo
         return keras.Model(inputs, pool_features(x, pooling), name=name)
     x = layers.Flatten(name="flatten")(x)
     for i in (1, 2):
-        x = layers.Dense(4096, activation="relu", name=f"fc{i}")(x)
+        x = layers.Dense(fc_units, activation="relu", name=f"fc{i}")(x)
         x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
     return keras.Model(inputs, classifier(x, num_classes, classifier_activation), name=name)
 
