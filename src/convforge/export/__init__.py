@@ -25,12 +25,15 @@ import numpy as np
 from convforge._api import callable_package
 from convforge.errors import ExportError, close_matches
 from convforge.export.card import CARD_JSON, CARD_MD, sha256_path, size_bytes, versions, write_card
+from convforge.export.judge import (DEFAULT_MAX_DROP, judge, keras_scorer, score, top1_accuracy,
+                                    validation_batches)
 from convforge.export.onnx import ONNX_FILE
 from convforge.export.saved_model import (INPUT_NAME, check_preprocessing, input_spec, preprocess,
                                           resolve_output_names, serving_function, write_saved_model)
 from convforge.export.tflite import INT8_IO, TFLITE_FORMATS
-from convforge.export.verify import (CHECK_FILE, CHECK_SEED, FP32_FORMATS, check_artifact, check_images, check_uint8_images,
-                                     compare_quantized, named_outputs, verify_dir)
+from convforge.export.verify import (CHECK_FILE, CHECK_SEED, FP32_FORMATS, QUANTIZED_FORMATS, check_artifact,
+                                     check_images, check_uint8_images, compare_quantized, named_outputs, runner,
+                                     verify_dir)
 
 FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx")
 ARTIFACTS = {"saved_model": "saved_model", **TFLITE_FORMATS, "onnx": ONNX_FILE}
@@ -46,7 +49,8 @@ __all__ = ["export", "verify_dir", "compare_quantized", "FORMATS", "ARTIFACTS"]
 
 def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessing=None, with_preprocessing=False,
            output_names=None, allow_flex=False, opset=17, verify=True, max_abs_diff=1e-4, inputs_for_check=None,
-           progress=print, int8_io="int8", latency_runs=10, threads=1):
+           progress=print, int8_io="int8", latency_runs=10, threads=1, source=None, validation=None,
+           metric=None, metric_name="accuracy", max_metric_drop=None, fail_on_drop=True, validation_size=1000):
     """Write each of `formats` for a Keras image model into out_dir, verified, with a model card; all or nothing.
 
     Args:
@@ -66,6 +70,16 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
         progress: callable taking one line per step (None: silent).
         int8_io: "int8" or "uint8" input/output of tflite_int8.
         latency_runs, threads: median of latency_runs batch-1 runs, with `threads` runtime threads.
+        validation: (images, targets) batches of the val split, normalized like `representative`; every
+            artifact is then scored on them by `metric` and quantized ones are judged by their drop.
+        metric: metric(predict, batches) -> float in [0, 1], where predict(images) returns outputs in the
+            Keras model's structure; default: top-1 accuracy of the first softmax output.
+        metric_name: what `metric` measures, for the card ("accuracy", "accuracy_at_iou50", ...).
+        max_metric_drop: {format: points} a quantized format may lose against Keras (default: fp16 0.5,
+            dynamic 1, int8 1). fail_on_drop: a larger drop raises ExportError; False records it in the card.
+        validation_size: at most this many validation images are used.
+        source: where the model came from, e.g. {"model_path": "runs/x/model.keras", "recipe": "x"}; kept
+            in the card as `source` (None when not given), so `convforge bench` can find the Keras model.
 
     Returns:
         {"out_dir": path, "paths": {format: path}, "card": the card dict written to card.json}
@@ -88,15 +102,23 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
         raise ExportError("tflite_int8 needs calibration images; accepted: representative= float32 input batches "
                           "normalized like the training data (e.g. 200 validation images)")
     if inputs_for_check is not None:
-        check, source = _images(inputs_for_check, shape, "inputs_for_check"), "given"
+        check, check_from = _images(inputs_for_check, shape, "inputs_for_check"), "given"
     elif calibration is not None:
-        check, source = calibration[:CHECK_IMAGES], "representative"
+        check, check_from = calibration[:CHECK_IMAGES], "representative"
     else:
-        check, source = check_images(shape, CHECK_IMAGES), "random normal"
+        check, check_from = check_images(shape, CHECK_IMAGES), "random normal"
     keras_outputs = model(check, training=False)
     names = resolve_output_names(keras_outputs, output_names)
     reference = named_outputs(keras_outputs, names)
     serve = serving_function(model, names)
+    scoring = None
+    if validation is not None:
+        batches = validation_batches(validation, shape, validation_size)
+        metric = metric or top1_accuracy
+        reference_value, reference_all = score(keras_scorer(model, names), names, keras_outputs, batches, metric)
+        drops = {**DEFAULT_MAX_DROP, **(max_metric_drop or {})}
+        scoring = (batches, metric, reference_value, reference_all, drops)
+        say(f"export: Keras {metric_name} {reference_value:.2%} on {sum(len(b[0]) for b in batches)} val images")
 
     out_dir = os.path.abspath(str(out_dir))
     created = not os.path.exists(out_dir)
@@ -126,10 +148,15 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
                                                                        threads, latency_runs))
             else:
                 entry["check"] = {"status": "not verified"}
+            if scoring is not None and entry["check"]["status"] != "unverified" and not (
+                    fmt == "saved_model" and with_preprocessing):
+                _score_artifact(fmt, path, entry, names, keras_outputs, scoring, metric_name, threads,
+                                fail_on_drop)
             card_entries.append(entry)
             say(_summary(entry))
-        card = _card(model, shape, spec, with_preprocessing, names, reference, card_entries, max_abs_diff, source,
-                     len(check), latency_runs, threads, opset, allow_flex, int8_io, calibration)
+        card = _card(model, shape, spec, with_preprocessing, names, reference, card_entries, max_abs_diff,
+                     check_from, len(check), latency_runs, threads, opset, allow_flex, int8_io, calibration,
+                     source)
         write_card(staging, card)
         # The exact check images travel with the artifacts, so `convforge verify` later repeats this very check
         # (random inputs would push an int8 model outside its calibrated range and prove nothing).
@@ -225,6 +252,26 @@ def _produce(fmt, model, names, served_spec, serve, core, staging, calibration, 
     return path
 
 
+def _score_artifact(fmt, path, entry, names, template, scoring, metric_name, threads, fail_on_drop):
+    """Score one artifact on the validation batches; a quantized one over its allowed drop fails the export."""
+    batches, metric, reference_value, reference_all, drops = scoring
+    run, _ = runner(fmt, path, threads)
+    value, outputs = _step(fmt, lambda: score(run, names, template, batches, metric))
+    allowed = drops.get(fmt) if fmt in QUANTIZED_FORMATS else None
+    result = judge(fmt, value, outputs, reference_value, reference_all, metric_name, allowed,
+                   sum(len(b[0]) for b in batches))
+    entry["check"]["metric"] = result
+    if result.get("status") == "failed":
+        message = (f"{fmt}: {metric_name} {value:.2%} against Keras {reference_value:.2%} on "
+                   f"{result['images']} val images loses {result['drop_points']:.2f} points, over the allowed "
+                   f"{allowed:g}; accepted: a drop within the recipe's export threshold for this format "
+                   f"(or --no-verify-fail to keep it, marked failed in the card)")
+        if fail_on_drop:
+            raise ExportError(message)
+        entry["check"]["status"] = "metric drop over threshold"
+        entry["check"]["warning"] = message
+
+
 def _summary(entry):
     """One progress line for an exported artifact."""
     check = entry["check"]
@@ -233,14 +280,17 @@ def _summary(entry):
         parts.append(f"max |Δ| {check['max_abs_diff']:.2g}")
     if check.get("top1_agreement") is not None:
         parts.append(f"top-1 agreement {check['top1_agreement']:.0%}")
+    if check.get("metric"):
+        m = check["metric"]
+        parts.append(f"val {m['name']} {m['value']:.2%} (Keras {m['keras']:.2%}, drop {m['drop_points']:.2f} pt)")
     if check.get("latency_ms"):
         parts.append(f"{check['latency_ms']['median']:.3g} ms")
     parts.append(check["status"])
     return f"export: {entry['format']} -> {entry['file']} ({', '.join(parts)})"
 
 
-def _card(model, shape, spec, with_preprocessing, names, reference, entries, tolerance, source, n_check,
-          latency_runs, threads, opset, allow_flex, int8_io, calibration):
+def _card(model, shape, spec, with_preprocessing, names, reference, entries, tolerance, check_from, n_check,
+          latency_runs, threads, opset, allow_flex, int8_io, calibration, source=None):
     """The card dict: what goes in, what comes out, each artifact and how it was checked, and with what."""
     from convforge import __version__
 
@@ -252,11 +302,12 @@ def _card(model, shape, spec, with_preprocessing, names, reference, entries, tol
                   "preprocessing": spec, "served_preprocessing": spec if with_preprocessing else None},
         "outputs": [{"name": n, "dtype": "float32", "shape": [None, *reference[n].shape[1:]]} for n in names],
         "artifacts": entries,
-        "verification": {"max_abs_diff": tolerance, "inputs": source, "images": n_check,
+        "verification": {"max_abs_diff": tolerance, "inputs": check_from, "images": n_check,
                          "seed": CHECK_SEED, "latency_runs": latency_runs, "threads": threads,
                          "float32_formats": [e["format"] for e in entries if e["format"] in FP32_FORMATS]},
         "options": {"opset": opset, "allow_flex": allow_flex, "int8_io": int8_io,
                     "representative_images": 0 if calibration is None else int(len(calibration))},
+        "source": dict(source) if source else None,
         "versions": versions(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
     }

@@ -95,21 +95,25 @@ def render_markdown(card):
     lines += ["", "## Outputs", ""]
     lines += [f"- `{o['name']}`: {o['dtype']} {o['shape']}" for o in card["outputs"]]
     lines += ["", "## Artifacts", "",
-              "| file | format | size (KiB) | max abs diff | top-1 agreement | latency ms (batch 1, threads) | "
-              "status | sha256 |",
-              "|---|---|---:|---:|---:|---:|---|---|"]
+              "| file | format | size (KiB) | max abs diff | top-1 agreement | val metric (drop, points) | "
+              "latency ms (batch 1, threads) | status | sha256 |",
+              "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for a in card["artifacts"]:
         check = a.get("check", {})
         latency = check.get("latency_ms")
         lat = f"{latency['median']:.3g} ({latency['threads']})" if latency else "-"
+        scored = check.get("metric")
+        val = (f"{scored['name']} {scored['value']:.4f} ({scored['drop_points']:+.2f}"
+               + (f", max {scored['max_drop_points']:g})" if "max_drop_points" in scored else ")")) if scored else "-"
         lines.append(f"| {a['file']} | {a['format']} | {a['bytes'] / 1024:.1f} | {_fmt(check.get('max_abs_diff'))} "
-                     f"| {_fmt(check.get('top1_agreement'))} | {lat} | {check.get('status', '-')} "
+                     f"| {_fmt(check.get('top1_agreement'))} | {val} | {lat} | {check.get('status', '-')} "
                      f"| `{a['sha256'][:16]}…` |")
     ver = card["verification"]
     lines += ["", f"float32 formats are compared with Keras on {ver['images']} check images and must agree to "
                   f"max |Δ| <= {ver['max_abs_diff']:g}; quantized ones are reported (top-1 agreement with Keras on "
-                  f"softmax outputs, max |Δ|). Latency is the median of {ver.get('latency_runs', '-')} runs on "
-                  f"{card['machine']}.", "", "## Versions", ""]
+                  f"softmax outputs, max |Δ|) and judged by how many points of the task metric they lose against "
+                  f"Keras on the val split (when the export had one). Latency is the median of "
+                  f"{ver.get('latency_runs', '-')} runs on {card['machine']}.", "", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in card["versions"].items()]
     return "\n".join(lines) + "\n"
 

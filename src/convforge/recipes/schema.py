@@ -602,15 +602,21 @@ class TrainSection(_Section):
 
 # --------------------------------------------------------------------------------------------------- export
 
+Points = Annotated[float, Field(strict=True, ge=0, le=100)]
+
+
 class ExportSection(_Section):
     """Which artifacts to write, where, and how the int8 one is calibrated and judged."""
 
     formats: list[Literal[EXPORT_FORMATS]] = Field(default_factory=lambda: ["saved_model", "tflite"])
     out_dir: Optional[str] = Field(None, description="null: saved_models/<name> (relative to the working "
                                                      "directory)")
-    representative_size: PosInt = Field(200, description="val images used to calibrate int8")
-    int8_max_accuracy_drop: Annotated[float, Field(strict=True, ge=0, le=100)] = Field(
-        1.0, description="points of the task metric int8 may lose against float")
+    representative_size: PosInt = Field(200, description="training images (un-augmented) that calibrate int8")
+    validation_size: PosInt = Field(1000, description="val images every artifact is scored on")
+    int8_max_accuracy_drop: Points = Field(1.0, description="points of the task metric tflite_int8 may lose "
+                                                            "against Keras on the val split")
+    dynamic_max_accuracy_drop: Points = Field(1.0, description="the same for tflite_dynamic")
+    fp16_max_accuracy_drop: Points = Field(0.5, description="the same for tflite_fp16")
     onnx_opset: Annotated[int, Field(strict=True, ge=7)] = 17
 
     @field_validator("formats")

@@ -5,6 +5,8 @@ class Task:
     """Base class of tasks; subclasses fill in the head, losses, metrics and decoding."""
 
     name = ""
+    # The one number an artifact is judged by (a key of evaluate()'s result), a fraction in [0, 1].
+    headline_metric = "accuracy"
     # Whether the data pipeline must deliver one-hot (soft) labels, e.g. for label smoothing or MixUp.
     needs_one_hot = False
 
@@ -28,6 +30,20 @@ class Task:
         """Return task metrics over a dataset as {name: float}, writing any plots into out_dir."""
         raise NotImplementedError
 
+    def score(self, predict, batches, class_names=()):
+        """The headline metric of predict(images) -> outputs (any runtime) over (images, targets) batches."""
+        return self.evaluate(_Predictor(predict), batches, list(class_names))[self.headline_metric]
+
     def describe(self, outputs, class_names, top_k=3):
         """Turn one image's model outputs into a printable result (top classes, a box ...)."""
         raise NotImplementedError
+
+
+class _Predictor:
+    """Lets evaluate() call a runtime's predict function the way it calls a Keras model."""
+
+    def __init__(self, predict):
+        self.predict = predict
+
+    def __call__(self, images, training=False):
+        return self.predict(images)

@@ -46,7 +46,8 @@ class Classification(Task):
 
     def evaluate(self, model, dataset, class_names, out_dir=None):
         """Top-1 and top-5 accuracy and the confusion matrix (written as PNG and kept in the result)."""
-        model = self.inference_model(model)
+        if isinstance(model, keras.Model):
+            model = self.inference_model(model)
         labels, probs = [], []
         for images, targets in dataset:
             probs.append(np.asarray(model(images, training=False), dtype="float32"))

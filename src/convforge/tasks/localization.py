@@ -52,6 +52,7 @@ class Localization(Task):
     """Predict the class of the image's main object and its box (normalized [ymin, xmin, ymax, xmax])."""
 
     name = "localization"
+    headline_metric = "accuracy_at_iou50"
 
     def __init__(self, box_loss="giou"):
         self.box_loss = box_loss

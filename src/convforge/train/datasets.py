@@ -60,6 +60,24 @@ def _count(source):
     return None
 
 
+def _common(recipe, num_classes, one_hot):
+    """The build_dataset arguments every split of a recipe shares."""
+    data = recipe.data
+    normalize = data.normalize if isinstance(data.normalize, str) else (data.normalize.mean, data.normalize.std)
+    return dict(task=recipe.task, input_shape=input_shape_of(recipe), batch_size=data.batch_size,
+                normalize=normalize, one_hot=one_hot if recipe.task == "classification" else False,
+                num_classes=num_classes)
+
+
+def plain_train_dataset(recipe):
+    """The training split as the model sees it at inference: no augmentation, no shuffle (int8 calibration)."""
+    from convforge.data import build_dataset
+
+    source = _open(recipe.data.train, recipe.data.strict)
+    num_classes = recipe.model.num_classes or len(getattr(source, "class_names", None) or [])
+    return build_dataset(source, training=False, cache=False, **_common(recipe, num_classes, False))
+
+
 def datasets_for_recipe(recipe, task, skip_epochs=0):
     """Build the run's pipelines: train repeats forever, shuffled per epoch from the seed, so that a resumed
     run that skips `skip_epochs` epochs sees exactly the batches an uninterrupted run would have seen."""
@@ -76,9 +94,8 @@ def datasets_for_recipe(recipe, task, skip_epochs=0):
     if not num_classes:
         raise DataError(f"{recipe.name}: the training data has no class names; set model.num_classes")
     one_hot = bool(train_cfg.label_smoothing) or mixes_labels(augment)
-    normalize = data.normalize if isinstance(data.normalize, str) else (data.normalize.mean, data.normalize.std)
-    common = dict(task=recipe.task, input_shape=input_shape, batch_size=data.batch_size, normalize=normalize,
-                  one_hot=one_hot if recipe.task == "classification" else False, num_classes=num_classes)
+    common = _common(recipe, num_classes, one_hot)
+    normalize = common["normalize"]
     train_ds = build_dataset(train_source, training=True, cache=data.cache, shuffle_buffer=data.shuffle_buffer,
                              augment=augment, seed=train_cfg.seed, deterministic=train_cfg.deterministic,
                              drop_remainder=False, **common)
