@@ -32,6 +32,8 @@ test: install
 bench: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/model_table.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/pipeline_speed.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/export_speed.py
+	CONVFORGE=$(VENV)/bin/convforge sh benchmarks/compare.sh
 
 lint: install
 	$(PY) -m compileall -q src tests benchmarks

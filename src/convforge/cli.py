@@ -271,26 +271,45 @@ def cmd_export(args):
     preprocessing = None
     if run is not None and (run / "preprocessing.json").exists():
         preprocessing = json.loads((run / "preprocessing.json").read_text())
-    representative = None
-    if "tflite_int8" in formats:
-        if recipe is None:
-            raise ConvforgeError("tflite_int8 needs calibration images: export a recipe or a run folder with "
-                                 "its recipe.yaml, or leave tflite_int8 out of --formats")
+    representative = validation = metric = None
+    metric_name, thresholds = "accuracy", {}
+    if recipe is not None:
         from convforge.tasks import get_task
-        from convforge.train.datasets import datasets_for_recipe
+        from convforge.train.datasets import datasets_for_recipe, plain_train_dataset
 
-        data = datasets_for_recipe(recipe, get_task(recipe.task))
-        wanted, batches = recipe.export.representative_size, []
-        # Calibrate on un-augmented training images, normalized exactly as the model saw them.
-        source = data.val if data.val is not None else data.train
-        for images, _ in source:
-            batches.append(np.asarray(images))
-            if sum(len(b) for b in batches) >= wanted:
-                break
-        representative = np.concatenate(batches)[:wanted]
+        task = get_task(recipe.task)
+        data = datasets_for_recipe(recipe, task)
+        if "tflite_int8" in formats:
+            # Calibrate on training images as the model sees them at inference (no augmentation); the val
+            # split stays unseen, for judging.
+            wanted, batches = recipe.export.representative_size, []
+            for images, _ in plain_train_dataset(recipe):
+                batches.append(np.asarray(images))
+                if sum(len(b) for b in batches) >= wanted:
+                    break
+            representative = np.concatenate(batches)[:wanted]
+        if data.val is not None:
+            validation, metric_name = data.val, task.headline_metric
+
+            def metric(predict, batches):
+                """The task's headline metric of any runtime's predictions on the val batches."""
+                return task.score(predict, batches, data.class_names)
+        thresholds = {"tflite_int8": recipe.export.int8_max_accuracy_drop,
+                      "tflite_dynamic": recipe.export.dynamic_max_accuracy_drop,
+                      "tflite_fp16": recipe.export.fp16_max_accuracy_drop}
+    elif "tflite_int8" in formats:
+        raise ConvforgeError("tflite_int8 needs calibration images: export a recipe or a run folder with "
+                             "its recipe.yaml, or leave tflite_int8 out of --formats")
     result = exporter.export(model, out, formats, representative=representative, preprocessing=preprocessing,
                              with_preprocessing=args.with_preprocessing and preprocessing is not None,
-                             allow_flex=args.allow_flex, opset=recipe.export.onnx_opset if recipe else 17)
+                             allow_flex=args.allow_flex, opset=recipe.export.onnx_opset if recipe else 17,
+                             validation=validation, metric=metric,
+                             metric_name=metric_name,
+                             max_metric_drop=thresholds, fail_on_drop=not args.no_verify_fail,
+                             validation_size=recipe.export.validation_size if recipe else 1000,
+                             source={"model_path": str(model_path.resolve()),
+                                     "run_dir": str(run.resolve()) if run is not None else None,
+                                     "recipe": recipe.name if recipe else None})
     print(result["out_dir"])
     return 0
 
@@ -305,6 +324,38 @@ def cmd_verify(args):
     for name, report in reports.items():
         print(f"{name}: {report.get('status')} " + ", ".join(f"{k}={v}" for k, v in report.items()
                                                          if k != "status" and isinstance(v, (int, float))))
+    return 0
+
+
+def cmd_bench(args):
+    """Time every artifact of an export folder next to its Keras model; print and write the table."""
+    from convforge.bench.export_speed import bench_dir, render_markdown, write_results
+
+    if not os.path.isdir(args.dir):
+        raise ConvforgeError(f"export folder {args.dir!r} does not exist")
+    if args.model is not None and not os.path.isfile(args.model):
+        raise ConvforgeError(f"model file {args.model!r} does not exist")
+    result = bench_dir(args.dir, model=args.model, runs=args.runs, batch=args.batch, threads=args.threads,
+                       max_seconds=args.max_seconds, keras_call=args.keras_call,
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(render_markdown(result), end="")
+    json_path, md_path = write_results(result, args.out or args.dir)
+    print(f"{json_path}\n{md_path}")
+    return 0
+
+
+def cmd_compare(args):
+    """Compare architectures (params, MACs, size, CPU latency, time-to-accuracy); write JSON, Markdown, PNG."""
+    from convforge.bench.compare import compare
+
+    result = compare(args.models, input_size=args.input_size, train_recipe=args.train_recipe, overrides=args.set,
+                     target_accuracy=args.target_accuracy, out_dir=args.out, runs=args.runs, threads=args.threads,
+                     progress=lambda m: print(m, file=sys.stderr, flush=True))
+    failed = [r["name"] for r in result["models"] if r.get("error") or r.get("train_error")]
+    if failed:
+        print(f"{len(failed)} model(s) with a problem, see their rows: {', '.join(failed)}")
+    for path in result["files"]:
+        print(path)
     return 0
 
 
@@ -379,11 +430,40 @@ def build_parser():
     p.add_argument("--with-preprocessing", action="store_true",
                    help="the SavedModel takes raw uint8 images of any size and resizes/normalizes them itself")
     p.add_argument("--allow-flex", action="store_true", help="allow TensorFlow (SELECT_TF_OPS) ops in TFLite")
+    p.add_argument("--no-verify-fail", action="store_true",
+                   help="keep a quantized artifact whose val metric drops more than the recipe allows "
+                        "(marked failed in the card) instead of failing the export")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("verify", help="re-verify an export folder against its model card")
     p.add_argument("dir")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("compare", help="compare architectures: params, MACs, size, CPU latency, time-to-accuracy")
+    p.add_argument("--models", default="*", metavar="PATTERN",
+                   help="comma-separated names or shell patterns, e.g. 'resnet*,vgg11' (default: all)")
+    p.add_argument("--input-size", type=int, default=224, help="square input side, raised to each model's minimum")
+    p.add_argument("--train-recipe", metavar="RECIPE", help="also train this recipe with each architecture "
+                                                            "and record its time to --target-accuracy")
+    p.add_argument("--set", **overrides)
+    p.add_argument("--target-accuracy", type=float, default=0.8, help="val accuracy to time (default: 0.8)")
+    p.add_argument("--runs", type=int, default=20, help="batch-1 latency runs, median reported (default: 20)")
+    p.add_argument("--threads", type=int, default=None, help="threads of TFLite and TensorFlow (default: all cores)")
+    p.add_argument("--out", default="compare", help="folder for compare.json/.md/.png (default: compare)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="latency and images/s of every artifact of an export folder, next to Keras")
+    p.add_argument("dir", help="a folder written by `convforge export`")
+    p.add_argument("--model", help="the .keras model to compare with (default: the one the card names, if any)")
+    p.add_argument("--runs", type=int, default=50, help="batch-1 runs for median and p90 (default: 50)")
+    p.add_argument("--batch", type=int, default=32, help="batch size of the images/s column (default: 32)")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads, the same for all (default: 1)")
+    p.add_argument("--max-seconds", type=float, default=30.0,
+                   help="stop a timing phase of one artifact after this long (default: 30)")
+    p.add_argument("--keras-call", choices=("tf_function", "predict_on_batch"), default="tf_function",
+                   help="how Keras is called: one tf.function (default) or model.predict_on_batch")
+    p.add_argument("--out", help="folder for bench.json and bench.md (default: DIR)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -63,6 +63,28 @@ class EpochSummary(keras.callbacks.Callback):
                      + " ".join(parts))
 
 
+class EpochTimes(keras.callbacks.Callback):
+    """Append each finished epoch's wall seconds (validation included; the checkpoint writes after it, not) to a
+    CSV beside history.csv, so a run's time-to-accuracy can be read back (`convforge compare`); rows are 0-based
+    epochs like CSVLogger's, written before the backup so a resumed run keeps every finished epoch's row."""
+
+    def __init__(self, path, append=False):
+        super().__init__()
+        self.path, self.append = str(path), append
+
+    def on_train_begin(self, logs=None):
+        if not self.append:
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write("epoch,seconds,end_time\n")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{epoch},{time.perf_counter() - self._start:.3f},{time.time():.3f}\n")
+
+
 def plot_history(history_csv, out_png):
     """Plot every metric of a CSVLogger history (train and val on one panel per metric) as a PNG."""
     import csv

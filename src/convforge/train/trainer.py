@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from convforge.errors import ConvforgeError, RecipeError
 from convforge.tasks import get_task
-from convforge.train.callbacks import (EpochSummary, GuardedBackupAndRestore, NonFiniteLoss, StopOnNonFiniteLoss,
-                                       plot_history)
+from convforge.train.callbacks import (EpochSummary, EpochTimes, GuardedBackupAndRestore, NonFiniteLoss,
+                                       StopOnNonFiniteLoss, plot_history)
 from convforge.train.hardware import fit_across_workers, resolve_precision, resolve_strategy
 from convforge.train.schedules import make_schedule
 
@@ -207,11 +207,13 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
     monitor = "val_loss" if val_ds is not None else "loss"
     if initial_epoch:
         _keep_finished_epochs(run_dir / "history.csv", initial_epoch)
+        _keep_finished_epochs(run_dir / "epoch_times.csv", initial_epoch)
     # Order matters at each epoch end: the guard first (it decides whether the epoch is good), the log and
     # the best model before the backup, so a kill after a backup never loses an epoch's history row.
     callbacks = [
         nan_guard,
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
+        EpochTimes(run_dir / "epoch_times.csv", append=initial_epoch > 0),
         keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor=monitor, save_best_only=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         GuardedBackupAndRestore(str(backup_dir), nan_guard, double_checkpoint=True, delete_checkpoint=False),
