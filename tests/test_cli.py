@@ -80,3 +80,37 @@ def test_console_script_exit_code():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("convforge: error: unknown architecture 'alexnett'")
     assert proc.stdout == ""
+
+
+def test_data_shapes_then_to_tfrecord_round_trips(tmp_path, capsys):
+    from convforge.data import coco, tfrecord
+
+    out = tmp_path / "shapes"
+    assert main(["data", "shapes", str(out), "--n", "20", "--size", "32", "--objects", "1,2"]) == 0
+    ann = out / "annotations" / "instances_train.json"
+    assert str(ann) in capsys.readouterr().out
+    assert main(["data", "to-tfrecord", str(ann), str(tmp_path / "tfr" / "train"), "--images",
+                 str(out / "images" / "train"), "--shards", "2"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "16 examples, 4 classes -> 2 shard(s):"
+    shards = sorted((tmp_path / "tfr").glob("train-*.tfrecord"))
+    assert [p.name for p in shards] == ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    source = coco(str(ann), str(out / "images" / "train"))
+    examples = tfrecord(str(tmp_path / "tfr" / "train-*.tfrecord"))
+    assert examples.class_names == source.class_names
+    got = sorted(int(e["label"]) for e in examples.dataset.as_numpy_iterator())
+    assert got == sorted(r["label"] for r in source.records)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["data", "to-tfrecord", "missing.json", "out/x", "--images", "imgs"], "does not exist"),
+    (["data", "to-tfrecord", "missing.json", "out/x"], "pass --images FOLDER"),
+    (["data", "to-tfrecord", "nothing-here", "out/x"], "is not a recipe (.yaml), a COCO JSON"),
+    (["data", "shapes", "out", "--n", "0"], "must be a positive integer"),
+])
+def test_bad_data_commands_are_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

@@ -129,6 +129,69 @@ def cmd_recipe_schema(args):
     return 0
 
 
+def cmd_data_shapes(args):
+    """Write the procedural shapes set as a COCO dataset (images + instances JSON per split)."""
+    from convforge.data import generate_shapes
+
+    objects = tuple(int(v) for v in args.objects.split(","))
+    if len(objects) == 1:
+        objects = objects * 2
+    classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
+    kwargs = dict(n=args.n, size=args.size, seed=args.seed, val_fraction=args.val_fraction, objects=objects,
+                  rotate=not args.no_rotate)
+    if classes:
+        kwargs["classes"] = classes
+    splits = generate_shapes(args.out, **kwargs)
+    for split, (annotations, images_root) in splits.items():
+        print(f"{split}: {annotations} (images in {images_root})")
+    return 0
+
+
+def _records_for(args):
+    """Records to convert: a recipe's split, a COCO JSON, a VOC root or an image folder, by what INPUT is."""
+    import pathlib
+
+    from convforge.data import load_source
+
+    path = pathlib.Path(args.input)
+    if path.suffix in (".yaml", ".yml"):
+        from convforge.recipes import load_recipe
+        from convforge.train.datasets import open_source
+
+        recipe = load_recipe(path)
+        source = recipe.data.train if args.split == "train" else recipe.data.val
+        if source is None:
+            raise ConvforgeError(f"{args.input}: data.{args.split} is not set; accepted: --split train, or a "
+                                 f"recipe with data.val")
+        return open_source(source, recipe.data.strict)
+    if path.suffix == ".json":
+        if not args.images:
+            raise ConvforgeError(f"{args.input} is a COCO JSON: pass --images FOLDER, the root its file_name "
+                                 f"entries are relative to")
+        return load_source({"source": "coco", "annotations": str(path), "images_root": args.images,
+                            "strict": args.strict})
+    if path.is_dir() and (path / "Annotations").is_dir() and (path / "JPEGImages").is_dir():
+        return load_source({"source": "voc", "root": str(path), "split": args.split, "strict": args.strict})
+    if path.is_dir():
+        return load_source({"source": "image_folder", "path": str(path), "strict": args.strict})
+    raise ConvforgeError(f"{args.input!r} is not a recipe (.yaml), a COCO JSON, a VOC root or an image folder")
+
+
+def cmd_data_to_tfrecord(args):
+    """Convert a dataset into sharded TFRecord files in convforge's documented feature spec."""
+    from convforge.data import write_tfrecord
+
+    records = _records_for(args)
+    if not hasattr(records, "records"):
+        raise ConvforgeError(f"{args.input}: this source is not file-based and has nothing to convert; accepted: "
+                             f"COCO, VOC, image folders and the shapes set")
+    paths = write_tfrecord(records, args.out, num_shards=args.shards)
+    print(f"{len(records.records)} examples, {len(records.class_names)} classes -> {len(paths)} shard(s):")
+    for path in paths:
+        print(path)
+    return 0
+
+
 def cmd_train(args):
     """Train a recipe; the last line printed is the run folder."""
     from convforge.recipes import load_recipe
@@ -399,6 +462,28 @@ def build_parser():
 
     p = sub.add_parser("recipe-schema", help="print the JSON schema of recipes")
     p.set_defaults(func=cmd_recipe_schema)
+
+    p = sub.add_parser("data", help="write the embedded shapes set, or convert a dataset to TFRecord")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{shapes,to-tfrecord}")
+    q = data_sub.add_parser("shapes", help="generate the procedural shapes set as a COCO dataset")
+    q.add_argument("out", help="folder to write (images/{train,val}/, annotations/instances_{train,val}.json)")
+    q.add_argument("--n", type=int, default=2000, help="images in total (default: 2000)")
+    q.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--val-fraction", type=float, default=0.2)
+    q.add_argument("--objects", default="1,1", help="MIN,MAX shapes per image (default: 1,1)")
+    q.add_argument("--classes", help="comma-separated subset of circle,rectangle,triangle,star")
+    q.add_argument("--no-rotate", action="store_true", help="draw shapes upright")
+    q.set_defaults(func=cmd_data_shapes)
+    q = data_sub.add_parser("to-tfrecord", help="convert a recipe split, COCO, VOC or image folder to TFRecord")
+    q.add_argument("input", help="a recipe .yaml, a COCO instances .json (with --images), a VOC root or an "
+                                 "image folder (one sub-folder per class)")
+    q.add_argument("out", help="output prefix: OUT-00000-of-0000N.tfrecord and classes.txt beside them")
+    q.add_argument("--shards", type=int, default=1)
+    q.add_argument("--images", help="the folder a COCO JSON's file_name entries are relative to")
+    q.add_argument("--split", choices=("train", "val"), default="train", help="recipe or VOC split")
+    q.add_argument("--strict", action="store_true", help="refuse corrupt images instead of skipping them")
+    q.set_defaults(func=cmd_data_to_tfrecord)
 
     p = sub.add_parser("train", help="train a recipe; prints the run folder last")
     p.add_argument("recipe")

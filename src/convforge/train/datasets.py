@@ -26,8 +26,8 @@ def input_shape_of(recipe):
     return tuple(recipe.model.input_shape or get_spec(recipe.model.architecture).default_input_shape)
 
 
-def _open(source_cfg, strict):
-    """Call the data source a recipe's source section names."""
+def open_source(source_cfg, strict):
+    """Open the data source a recipe's source section names (its records, arrays or examples)."""
     from convforge.data import load_source
 
     cfg = source_cfg.model_dump()
@@ -73,7 +73,7 @@ def plain_train_dataset(recipe):
     """The training split as the model sees it at inference: no augmentation, no shuffle (int8 calibration)."""
     from convforge.data import build_dataset
 
-    source = _open(recipe.data.train, recipe.data.strict)
+    source = open_source(recipe.data.train, recipe.data.strict)
     num_classes = recipe.model.num_classes or len(getattr(source, "class_names", None) or [])
     return build_dataset(source, training=False, cache=False, **_common(recipe, num_classes, False))
 
@@ -87,8 +87,8 @@ def datasets_for_recipe(recipe, task, skip_epochs=0):
     data, train_cfg = recipe.data, recipe.train
     input_shape = input_shape_of(recipe)
     augment = [{a.name: a.kwargs} if a.kwargs else a.name for a in data.augment]
-    train_source = _open(data.train, data.strict)
-    val_source = _open(data.val, data.strict) if data.val is not None else None
+    train_source = open_source(data.train, data.strict)
+    val_source = open_source(data.val, data.strict) if data.val is not None else None
     class_names = list(getattr(train_source, "class_names", None) or [])
     num_classes = recipe.model.num_classes or len(class_names)
     if not num_classes:
