@@ -23,6 +23,8 @@ SMALL = {
     "vgg": dict(widths=(8, 16, 32, 64, 64), fc_units=64),
     "alexnet": dict(fc_units=64),
     "mobilenet": dict(alpha=0.35),
+    "googlenet": dict(width=0.25),
+    "inception": dict(width=0.25),
 }
 SLOW = os.environ.get("CONVFORGE_SLOW") == "1"
 

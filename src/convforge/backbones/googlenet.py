@@ -4,6 +4,7 @@ from keras import layers
 
 from convforge.backbones.common import classifier, gap_top, level
 from convforge.layers import conv_bn_act, inception_module, inception_v1_branches, max_pool
+from convforge.layers.inception import scaled
 from convforge.registry import ModelSpec, Reference, register
 
 # Table 1 of the paper: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj); "pool" is a 3x3/2 max-pool.
@@ -28,19 +29,19 @@ def _aux_classifier(x, num_classes, activation, conv_options, name):
 
 def build_googlenet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
                     classifier_activation="softmax", aux_logits=False, branch3_kernel=3, dropout=0.2,
-                    name="googlenet"):
+                    width=1.0, name="googlenet"):
     """GoogLeNet; with aux_logits the model returns [main, aux1, aux2] (the aux heads are for training only).
 
     branch3_kernel=3 follows torchvision (whose weights use 3x3 in the "5x5" branch); 5 is the paper.
-    Pools use PyTorch's ceil mode. Levels: C1 conv1 (stride 2), C2 conv3 (4), C3 3b (8), C4 4e (16), C5 5b (32).
+    width multiplies every conv's filters (1.0: the paper's). Pools use PyTorch's ceil mode. Levels: C1 conv1 (stride 2), C2 conv3 (4), C3 3b (8), C4 4e (16), C5 5b (32).
     """
     conv_options = dict(bn_epsilon=1e-3)
     inputs = keras.Input(input_shape, name="image")
-    x = conv_bn_act(inputs, 64, 7, 2, 3, name="conv1", **conv_options)
+    x = conv_bn_act(inputs, scaled(64, width), 7, 2, 3, name="conv1", **conv_options)
     x = level(x, "C1")
     x = max_pool(x, 3, 2, ceil_mode=True, name="pool1")
-    x = conv_bn_act(x, 64, 1, name="conv2", **conv_options)
-    x = conv_bn_act(x, 192, 3, 1, 1, name="conv3", **conv_options)
+    x = conv_bn_act(x, scaled(64, width), 1, name="conv2", **conv_options)
+    x = conv_bn_act(x, scaled(192, width), 3, 1, 1, name="conv3", **conv_options)
     x = level(x, "C2")
     x = max_pool(x, 3, 2, ceil_mode=True, name="pool2")
     aux, stage = [], 3
@@ -53,7 +54,7 @@ def build_googlenet(input_shape=(224, 224, 3), num_classes=1000, include_top=Tru
             continue
         tag, widths = item
         x = inception_module(x, inception_v1_branches(*widths, b3_kernel=branch3_kernel),
-                             conv_options=conv_options, name=f"inception{tag}")
+                             conv_options=conv_options, name=f"inception{tag}", width=width)
         if aux_logits and include_top and tag in _AUX_AFTER:
             aux.append(_aux_classifier(x, num_classes, classifier_activation, conv_options,
                                        name=f"aux{len(aux) + 1}"))

@@ -3,7 +3,7 @@ import keras
 
 from convforge.backbones.common import gap_top, level
 from convforge.layers import conv_bn_act, inception_module, max_pool
-from convforge.layers.inception import conv, pool, split
+from convforge.layers.inception import conv, pool, scaled, split
 from convforge.registry import ModelSpec, Reference, register
 
 
@@ -38,25 +38,27 @@ _LAYOUT = (("mixed0", _module_a(32), None), ("mixed1", _module_a(64), None), ("m
 
 
 def build_inception_v3(input_shape=(299, 299, 3), num_classes=1000, include_top=True, pooling=None,
-                       classifier_activation="softmax", dropout=0.0, name="inception_v3"):
+                       classifier_activation="softmax", dropout=0.0, width=1.0, name="inception_v3"):
     """Inception v3 in keras.applications' layout (convs without bias, BN without scale, eps 1e-3).
+
+    width multiplies every conv's filters (1.0: the paper's).
 
     Levels: C1 after the third stem conv (stride 2), C2 after the 192-filter conv (4), C3 mixed2 (8),
     C4 mixed7 (16), C5 mixed10 (32).
     """
     opts = dict(bn_scale=False, bn_epsilon=1e-3)
     inputs = keras.Input(input_shape, name="image")
-    x = conv_bn_act(inputs, 32, 3, 2, "valid", name="stem1", **opts)
-    x = conv_bn_act(x, 32, 3, 1, "valid", name="stem2", **opts)
-    x = conv_bn_act(x, 64, 3, 1, "same", name="stem3", **opts)
+    x = conv_bn_act(inputs, scaled(32, width), 3, 2, "valid", name="stem1", **opts)
+    x = conv_bn_act(x, scaled(32, width), 3, 1, "valid", name="stem2", **opts)
+    x = conv_bn_act(x, scaled(64, width), 3, 1, "same", name="stem3", **opts)
     x = level(x, "C1")
     x = max_pool(x, 3, 2, "valid", name="stem_pool1")
-    x = conv_bn_act(x, 80, 1, 1, "valid", name="stem4", **opts)
-    x = conv_bn_act(x, 192, 3, 1, "valid", name="stem5", **opts)
+    x = conv_bn_act(x, scaled(80, width), 1, 1, "valid", name="stem4", **opts)
+    x = conv_bn_act(x, scaled(192, width), 3, 1, "valid", name="stem5", **opts)
     x = level(x, "C2")
     x = max_pool(x, 3, 2, "valid", name="stem_pool2")
     for module_name, branches, mark in _LAYOUT:
-        x = inception_module(x, branches, conv_options=opts, name=module_name)
+        x = inception_module(x, branches, conv_options=opts, name=module_name, width=width)
         if mark:
             x = level(x, mark)
     return keras.Model(inputs, gap_top(x, include_top=include_top, pooling=pooling, num_classes=num_classes,

@@ -27,8 +27,16 @@ def split(*convs):
     return ("split", list(convs))
 
 
-def inception_module(x, branches, *, conv_options, name):
-    """Run each branch (a list of steps) on x and concatenate their outputs; returns the module's output."""
+def scaled(filters, width):
+    """filters times a width multiplier, at least 1 (width 1.0 is the published network)."""
+    return max(1, int(round(filters * width)))
+
+
+def inception_module(x, branches, *, conv_options, name, width=1.0):
+    """Run each branch (a list of steps) on x and concatenate their outputs; returns the module's output.
+
+    width scales every conv's filters (a narrower network with the same layout, like MobileNet's alpha).
+    """
     outputs = []
     for b, steps in enumerate(branches):
         y = x
@@ -36,14 +44,14 @@ def inception_module(x, branches, *, conv_options, name):
             tag = f"{name}_b{b}_{s}"
             if step[0] == "conv":
                 _, filters, kernel, strides, padding = step
-                y = conv_bn_act(y, filters, kernel, strides, padding, name=tag, **conv_options)
+                y = conv_bn_act(y, scaled(filters, width), kernel, strides, padding, name=tag, **conv_options)
             elif step[0] in ("max", "avg"):
                 kind, pool_size, strides, padding = step
                 cls = layers.MaxPooling2D if kind == "max" else layers.AveragePooling2D
                 y = cls(pool_size, strides, padding=padding, name=f"{tag}_{kind}pool")(y)
             elif step[0] == "split":
                 parts = [
-                    conv_bn_act(y, f, k, st, p, name=f"{tag}_{i}", **conv_options)
+                    conv_bn_act(y, scaled(f, width), k, st, p, name=f"{tag}_{i}", **conv_options)
                     for i, (_, f, k, st, p) in enumerate(step[1])
                 ]
                 y = layers.Concatenate(name=f"{tag}_concat")(parts)
