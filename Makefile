@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TF     ?= cpu
 STAMP  := $(VENV)/.installed-$(TF)
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-all bench lint clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,17 +17,24 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-DEMO_RECIPE ?= recipes/classification/lenet5_digits.yaml
+DEMO_RECIPE ?= recipes/classification/resnet18_shapes32.yaml
+DEMO_OUT    := saved_models/$(basename $(notdir $(DEMO_RECIPE)))
 
-# Train the default recipe on embedded data, export every format (each verified in its own runtime), re-verify.
+# Train the default recipe on embedded data, export every format (each verified in its own runtime and judged on
+# the val split), re-verify the folder, and time every artifact next to Keras.
 demo: install
 	$(VENV)/bin/convforge train $(DEMO_RECIPE) --quiet
 	$(VENV)/bin/convforge evaluate $(DEMO_RECIPE)
-	$(VENV)/bin/convforge export $(DEMO_RECIPE)
-	$(VENV)/bin/convforge verify saved_models/$$(basename $(DEMO_RECIPE) .yaml)
+	$(VENV)/bin/convforge export $(DEMO_RECIPE) --out $(DEMO_OUT)
+	$(VENV)/bin/convforge verify $(DEMO_OUT)
+	$(VENV)/bin/convforge bench $(DEMO_OUT)
 
 test: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q
+
+# The slow groups too: every architecture exported at full size, receptive fields of the heaviest models.
+test-all: install
+	CONVFORGE_SLOW=1 TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q
 
 bench: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/model_table.py
