@@ -48,7 +48,14 @@ def test_export_scores_every_artifact_on_the_val_split(digits_run, tmp_path, cap
         assert scored["drop_points"] <= allowed and scored["top1_agreement"] >= 0.97
         assert by_format[fmt]["status"] == "reported"
     assert card["options"]["representative_images"] == 200
-    assert "val metric" in (out / "card.md").read_text()
+    md = (out / "card.md").read_text()
+    assert "val metric" in md and card["model"]["weights_sha256"] in md
+    assert card["source"]["recipe"] == "lenet5_digits"
+    assert card["source"]["recipe_file"] == str((digits_run / "recipe.yaml").resolve())
+    from convforge.export import weights_sha256
+
+    model = keras.models.load_model(digits_run / "model.keras", compile=False)
+    assert card["model"]["weights_sha256"] == weights_sha256(model)
     assert "val accuracy" in capsys.readouterr().out
 
 

@@ -316,6 +316,15 @@ def _resolve_export_source(source):
     raise ConvforgeError(f"{source!r} is not a recipe (.yaml), a run folder or a .keras model")
 
 
+def _recipe_file(source, run):
+    """The recipe an export came from: the given .yaml, or the resolved copy in its run folder."""
+    if str(source).endswith((".yaml", ".yml")):
+        return os.path.abspath(source)
+    if run is not None and (run / "recipe.yaml").exists():
+        return str((run / "recipe.yaml").resolve())
+    return None
+
+
 def cmd_export(args):
     """Export a trained model to each format, verify every artifact in its runtime, and write the model card."""
     import json
@@ -372,7 +381,8 @@ def cmd_export(args):
                              validation_size=recipe.export.validation_size if recipe else 1000,
                              source={"model_path": str(model_path.resolve()),
                                      "run_dir": str(run.resolve()) if run is not None else None,
-                                     "recipe": recipe.name if recipe else None})
+                                     "recipe": recipe.name if recipe else None,
+                                     "recipe_file": _recipe_file(args.source, run)})
     print(result["out_dir"])
     return 0
 

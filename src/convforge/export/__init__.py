@@ -15,6 +15,7 @@ Examples:
     'passed'
 """
 import datetime
+import hashlib
 import os
 import platform
 import shutil
@@ -44,7 +45,7 @@ PRECISION = {"saved_model": "float32", "tflite": "float32", "tflite_fp16": "floa
 MAX_REPRESENTATIVE = 500
 CHECK_IMAGES = 4
 
-__all__ = ["export", "verify_dir", "compare_quantized", "FORMATS", "ARTIFACTS"]
+__all__ = ["export", "verify_dir", "compare_quantized", "weights_sha256", "FORMATS", "ARTIFACTS"]
 
 
 def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessing=None, with_preprocessing=False,
@@ -295,7 +296,8 @@ def _card(model, shape, spec, with_preprocessing, names, reference, entries, tol
     from convforge import __version__
 
     return {
-        "model": {"name": model.name, "class": type(model).__name__, "params": int(model.count_params())},
+        "model": {"name": model.name, "class": type(model).__name__, "params": int(model.count_params()),
+                  "weights_sha256": weights_sha256(model)},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "convforge": __version__,
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, *shape], "layout": "NHWC",
@@ -311,6 +313,17 @@ def _card(model, shape, spec, with_preprocessing, names, reference, entries, tol
         "versions": versions(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
     }
+
+
+def weights_sha256(model):
+    """SHA-256 over every weight array (name, dtype, shape, bytes): the same weights give the same hash however
+    the model file was written."""
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        value = np.ascontiguousarray(np.asarray(variable))
+        digest.update(f"{variable.path}|{value.dtype}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def _remove(path):

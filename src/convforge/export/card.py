@@ -81,9 +81,16 @@ def render_markdown(card):
     """The card as a short markdown page."""
     spec = card["input"]
     lines = [f"# {card['model']['name']}", "",
-             f"Exported {card['created']} by convforge {card['convforge']}.", "",
-             "## Input", "",
-             f"- `{spec['name']}`: {spec['dtype']} {spec['shape']} (NHWC, batch dynamic)"]
+             f"Exported {card['created']} by convforge {card['convforge']}.", ""]
+    source = card.get("source") or {}
+    lines += ["## Source", "",
+              f"- recipe: {source.get('recipe') or '-'}" + (f" ({source['recipe_file']})" if source.get("recipe_file")
+                                                           else ""),
+              f"- model: {source.get('model_path') or '-'}",
+              f"- weights SHA-256: `{card['model'].get('weights_sha256', '-')}` "
+              f"({card['model']['params']:,} parameters)", ""]
+    lines += ["## Input", "",
+              f"- `{spec['name']}`: {spec['dtype']} {spec['shape']} (NHWC, batch dynamic)"]
     prep = spec.get("preprocessing")
     if prep:
         lines.append(f"- preprocessing: resize {prep['resize']} ({prep['interpolation']}), "
