@@ -22,8 +22,9 @@ import platform
 import tempfile
 import time
 
-import numpy as np
 
+from convforge.atomic import write_text
+from convforge.bench.export_speed import keras_runner
 from convforge.errors import ConvforgeError, close_matches
 from convforge.registry import get_spec, list_models
 
@@ -56,19 +57,6 @@ def _first_line(error):
     return f"{type(error).__name__}: {text}"[:300]
 
 
-def _keras_runner(model):
-    """run(images) for the model's traced (tf.function) call, materialized so the timing includes the work."""
-    import tensorflow as tf
-
-    call = tf.function(lambda x: model(x, training=False))
-
-    def run(images):
-        """One traced forward pass, outputs copied to numpy."""
-        return [t.numpy() for t in tf.nest.flatten(call(tf.constant(images)))]
-
-    return run
-
-
 def measure_model(name, input_size=224, runs=LATENCY_RUNS, threads=None):
     """Build `name` at input_size (raised to its minimum) and return its row: size, MACs, batch-1 latencies."""
     import keras
@@ -93,7 +81,7 @@ def measure_model(name, input_size=224, runs=LATENCY_RUNS, threads=None):
         row.update(params=counts["total"], trainable=counts["trainable"], macs=int(convmath.count_macs(model)),
                    weights_mb=round(counts["total"] * 4 / 1e6, 3))
         sample = check_images(shape, 1)
-        keras_run = _keras_runner(model)
+        keras_run, _ = keras_runner(model)
         row["keras_latency_ms"] = round(latency_ms(keras_run, sample, runs, WARMUP_RUNS), 3)
         keras_outputs = model(sample, training=False)
     except Exception as error:  # one model's failure is its row's, not the comparison's
@@ -290,14 +278,6 @@ def plot_comparison(result, path):
     os.replace(tmp, path)
 
 
-def _write_atomic(path, text):
-    """Write text to path through a temporary file, so a reader never sees half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _machine():
     """What the numbers were measured on, load included: the machine may be shared."""
     import keras
@@ -368,8 +348,8 @@ def compare(models="*", input_size=224, train_recipe=None, overrides=(), target_
     result = {"settings": settings, "machine": machine, "models": rows}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [str(out_dir / f) for f in FILES]
-    _write_atomic(paths[0], json.dumps(result, indent=1) + "\n")
-    _write_atomic(paths[1], format_markdown(result))
+    write_text(paths[0], json.dumps(result, indent=1) + "\n")
+    write_text(paths[1], format_markdown(result))
     plot_comparison(result, paths[2])
     result["files"] = paths
     return result

@@ -18,11 +18,11 @@ import datetime
 import json
 import os
 import platform
-import tempfile
 import time
 
 import numpy as np
 
+from convforge.atomic import write_text
 from convforge.errors import ConvforgeError, ExportError
 
 BENCH_JSON = "bench.json"
@@ -351,23 +351,10 @@ def render_markdown(result):
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path, text):
-    """Write text to a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_results(result, out_dir):
     """Write bench.json and bench.md into out_dir (created when missing), each atomically; return their paths."""
     os.makedirs(out_dir, exist_ok=True)
     json_path, md_path = os.path.join(out_dir, BENCH_JSON), os.path.join(out_dir, BENCH_MD)
-    _write_atomic(json_path, json.dumps(result, indent=1) + "\n")
-    _write_atomic(md_path, render_markdown(result))
+    write_text(json_path, json.dumps(result, indent=1) + "\n")
+    write_text(md_path, render_markdown(result))
     return json_path, md_path

@@ -3,9 +3,9 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
+from convforge.atomic import write_text
 from convforge.errors import ExportError
 
 CARD_JSON = "card.json"
@@ -52,20 +52,6 @@ def versions():
         else:
             found[key] = None
     return found
-
-
-def _write_atomic(path, text):
-    """Write text to a temporary file beside `path`, then rename it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".card-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _fmt(value, digits=3):
@@ -128,8 +114,8 @@ def render_markdown(card):
 def write_card(out_dir, card):
     """Write card.json and card.md into out_dir, each atomically; return their paths."""
     json_path, md_path = os.path.join(out_dir, CARD_JSON), os.path.join(out_dir, CARD_MD)
-    _write_atomic(json_path, json.dumps(card, indent=2) + "\n")
-    _write_atomic(md_path, render_markdown(card))
+    write_text(json_path, json.dumps(card, indent=2) + "\n")
+    write_text(md_path, render_markdown(card))
     return json_path, md_path
 
 

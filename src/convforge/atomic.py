@@ -1,0 +1,17 @@
+"""Atomic file writes: a reader (or a crash) never sees half a file, because it appears only by a rename."""
+import os
+import tempfile
+
+
+def write_text(path, text):
+    """Write text to a temporary file beside `path`, then rename it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
