@@ -1,9 +1,10 @@
 """Every registered architecture exports to all six formats, each artifact checked in its own runtime.
 
-The default run exports a small instance of each: the variant's own layout (block kind, groups, SE, the VGG
-block table, the AlexNet conv table, ...) with fewer repeats and narrower layers, so every kind of layer each
-variant holds goes through every converter while the suite stays within its time budget. Variants whose small
-instances coincide (resnet18 and resnet34 both become one basic block per stage) are exported once.
+The default run exports a small instance of each (smallmodels.py): the variant's own kinds of block (basic or
+bottleneck, groups, SE, BN, the AlexNet conv table, the Inception module tables, ...) with fewer repeats and
+narrower layers, so every kind of layer each variant holds goes through every converter while the suite stays
+within its time budget. Variants whose small instances coincide (resnet18 and resnet34 both become one basic
+block per stage; vgg11..vgg19 one conv per block) are exported once.
 CONVFORGE_SLOW=1 also exports every registered architecture at its full published size.
 """
 import os
@@ -15,17 +16,8 @@ import pytest
 import convforge
 from convforge.export import FORMATS
 from convforge.registry import get_spec, list_models
+from smallmodels import small_options
 
-# family: options that shrink an instance while keeping every kind of block the variant is made of
-SMALL = {
-    "resnet": dict(depths=(1, 1, 1, 1), widths=(16, 32, 64, 128)),
-    "densenet": dict(blocks=(1, 1, 1, 1), growth_rate=8, init_features=16),
-    "vgg": dict(widths=(8, 16, 32, 64, 64), fc_units=64),
-    "alexnet": dict(fc_units=64),
-    "mobilenet": dict(alpha=0.35),
-    "googlenet": dict(width=0.25),
-    "inception": dict(width=0.25),
-}
 SLOW = os.environ.get("CONVFORGE_SLOW") == "1"
 
 
@@ -33,9 +25,8 @@ def _small_instances():
     """[(names sharing one small instance, options)], one entry per distinct small model."""
     groups = {}
     for name in list_models():
-        spec = get_spec(name)
-        options = {**spec.options, **SMALL.get(spec.family, {})}
-        key = (spec.builder.__qualname__, repr(sorted(options.items())))
+        options = small_options(name)
+        key = (get_spec(name).builder.__qualname__, repr(sorted(options.items())))
         groups.setdefault(key, ([], options))[0].append(name)
     return [(names, options) for names, options in groups.values()]
 

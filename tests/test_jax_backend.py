@@ -13,13 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from smallmodels import SMALL
+
 if importlib.util.find_spec("jax") is None:  # checked without importing jax into this (TensorFlow) process
     pytest.skip("jax is not installed", allow_module_level=True)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-MODELS = ("resnet18", "googlenet", "densenet121")
+# name: build options; DenseNet as a small instance (the same layers), whose training step XLA compiles fast
+MODELS = {"resnet18": {}, "googlenet": {"aux_logits": True},
+          "densenet121": {k: list(v) if isinstance(v, tuple) else v for k, v in SMALL["densenet"].items()}}
 NUM_CLASSES = 5
-# XLA's CPU compiler spends most of this test compiling DenseNet-121's training step (over 100 s on two busy
+# XLA's CPU compiler spends most of this test compiling the training steps (DenseNet-121's took over 100 s on two busy
 # cores by default). These flags only trade the speed of the compiled code for the speed of compiling it;
 # results are unchanged. XLA aborts on flags it does not know, so the run is retried without them.
 FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0 "
@@ -43,9 +47,8 @@ SCRIPT = textwrap.dedent(
     x = rng.uniform(0.0, 1.0, (4, 32, 32, 3)).astype("float32")
     y = rng.integers(0, NUM_CLASSES, (4,))
 
-    for name in MODELS:
+    for name, options in MODELS.items():
         start = time.time()
-        options = {"aux_logits": True} if name == "googlenet" else {}
         model = convforge.build_backbone(name, input_shape=(32, 32, 3), num_classes=NUM_CLASSES, **options)
         n_out = len(model.outputs)
         predictions = model.predict(x, batch_size=4, verbose=0)
