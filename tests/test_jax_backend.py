@@ -23,9 +23,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 MODELS = {"resnet18": {}, "googlenet": {"aux_logits": True},
           "densenet121": {k: list(v) if isinstance(v, tuple) else v for k, v in SMALL["densenet"].items()}}
 NUM_CLASSES = 5
-# XLA's CPU compiler spends most of this test compiling the training steps (DenseNet-121's took over 100 s on two busy
-# cores by default). These flags only trade the speed of the compiled code for the speed of compiling it;
-# results are unchanged. XLA aborts on flags it does not know, so the run is retried without them.
+# XLA's CPU compiler spends most of this test compiling the training steps (the full DenseNet-121's took over
+# 100 s on two busy cores by default). These flags only trade the speed of the compiled code for the speed of
+# compiling it; results are unchanged. XLA aborts on flags it does not know, so the run is retried without them.
 FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0 "
                 "--xla_llvm_disable_expensive_passes=true")
 
