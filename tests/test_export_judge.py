@@ -71,13 +71,14 @@ def test_int8_is_calibrated_on_unaugmented_training_images(digits_run, tmp_path,
 
     monkeypatch.setattr(convforge.export, "export", fake_export)
     assert cli.main(["export", str(digits_run), "--formats", "tflite_int8", "--out", str(tmp_path / "x"),
-                     "--no-verify-fail"]) == 0
+                     "--no-verify-fail", "--int8-io", "uint8", "--opset", "15"]) == 0
     recipe = load_recipe(digits_run / "recipe.yaml")
     expected = np.concatenate([np.asarray(x) for x, _ in plain_train_dataset(recipe)])[:200]
     np.testing.assert_array_equal(seen["representative"], expected)
     assert seen["fail_on_drop"] is False
     assert seen["max_metric_drop"] == {"tflite_int8": 1.0, "tflite_dynamic": 1.0, "tflite_fp16": 0.5}
     assert seen["metric_name"] == "accuracy" and seen["validation"] is not None
+    assert seen["int8_io"] == "uint8" and seen["opset"] == 15
 
 
 def _digits_model_and_data(run):

@@ -374,7 +374,9 @@ def cmd_export(args):
                              "its recipe.yaml, or leave tflite_int8 out of --formats")
     result = exporter.export(model, out, formats, representative=representative, preprocessing=preprocessing,
                              with_preprocessing=args.with_preprocessing and preprocessing is not None,
-                             allow_flex=args.allow_flex, opset=recipe.export.onnx_opset if recipe else 17,
+                             allow_flex=args.allow_flex,
+                             opset=args.opset or (recipe.export.onnx_opset if recipe else 17),
+                             int8_io=args.int8_io or (recipe.export.int8_io if recipe else "int8"),
                              validation=validation, metric=metric,
                              metric_name=metric_name,
                              max_metric_drop=thresholds, fail_on_drop=not args.no_verify_fail,
@@ -525,6 +527,9 @@ def build_parser():
     p.add_argument("--with-preprocessing", action="store_true",
                    help="the SavedModel takes raw uint8 images of any size and resizes/normalizes them itself")
     p.add_argument("--allow-flex", action="store_true", help="allow TensorFlow (SELECT_TF_OPS) ops in TFLite")
+    p.add_argument("--int8-io", choices=("int8", "uint8"), help="input/output type of tflite_int8 (default: the "
+                                                                  "recipe's export.int8_io, else int8)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the recipe's export.onnx_opset, else 17)")
     p.add_argument("--no-verify-fail", action="store_true",
                    help="keep a quantized artifact whose val metric drops more than the recipe allows "
                         "(marked failed in the card) instead of failing the export")

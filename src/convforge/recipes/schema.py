@@ -618,6 +618,8 @@ class ExportSection(_Section):
     dynamic_max_accuracy_drop: Points = Field(1.0, description="the same for tflite_dynamic")
     fp16_max_accuracy_drop: Points = Field(0.5, description="the same for tflite_fp16")
     onnx_opset: Annotated[int, Field(strict=True, ge=7)] = 17
+    int8_io: Literal["int8", "uint8"] = Field("int8", description="input/output type of tflite_int8 (uint8 for "
+                                                                  "accelerators that want unsigned tensors)")
 
     @field_validator("formats")
     @classmethod
