@@ -51,6 +51,7 @@ def test_export_scores_every_artifact_on_the_val_split(digits_run, tmp_path, cap
     md = (out / "card.md").read_text()
     assert "val metric" in md and card["model"]["weights_sha256"] in md
     assert card["source"]["recipe"] == "lenet5_digits"
+    assert card["labels"] == [str(d) for d in range(10)] and "labels (class index order): 0 `0`" in md
     assert card["source"]["recipe_file"] == str((digits_run / "recipe.yaml").resolve())
     from convforge.export import weights_sha256
 

@@ -340,9 +340,11 @@ def cmd_export(args):
         list(recipe.export.formats) if recipe else list(exporter.FORMATS))
     out = args.out or (recipe.export.out_dir if recipe and recipe.export.out_dir else
                        os.path.join("saved_models", recipe.name if recipe else model_path.parent.name))
-    preprocessing = None
+    preprocessing = labels = None
     if run is not None and (run / "preprocessing.json").exists():
         preprocessing = json.loads((run / "preprocessing.json").read_text())
+    if (model_path.parent / "class_names.json").exists():
+        labels = json.loads((model_path.parent / "class_names.json").read_text()) or None
     representative = validation = metric = None
     metric_name, thresholds = "accuracy", {}
     if recipe is not None:
@@ -377,7 +379,7 @@ def cmd_export(args):
                              allow_flex=args.allow_flex,
                              opset=args.opset or (recipe.export.onnx_opset if recipe else 17),
                              int8_io=args.int8_io or (recipe.export.int8_io if recipe else "int8"),
-                             validation=validation, metric=metric,
+                             validation=validation, metric=metric, labels=labels,
                              metric_name=metric_name,
                              max_metric_drop=thresholds, fail_on_drop=not args.no_verify_fail,
                              validation_size=recipe.export.validation_size if recipe else 1000,

@@ -51,7 +51,8 @@ __all__ = ["export", "verify_dir", "compare_quantized", "weights_sha256", "FORMA
 def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessing=None, with_preprocessing=False,
            output_names=None, allow_flex=False, opset=17, verify=True, max_abs_diff=1e-4, inputs_for_check=None,
            progress=print, int8_io="int8", latency_runs=10, threads=1, source=None, validation=None,
-           metric=None, metric_name="accuracy", max_metric_drop=None, fail_on_drop=True, validation_size=1000):
+           metric=None, metric_name="accuracy", max_metric_drop=None, fail_on_drop=True, validation_size=1000,
+           labels=None):
     """Write each of `formats` for a Keras image model into out_dir, verified, with a model card; all or nothing.
 
     Args:
@@ -79,6 +80,7 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
         max_metric_drop: {format: points} a quantized format may lose against Keras (default: fp16 0.5,
             dynamic 1, int8 1). fail_on_drop: a larger drop raises ExportError; False records it in the card.
         validation_size: at most this many validation images are used.
+        labels: the class names, in output index order; kept in the card so a client can name predictions.
         source: where the model came from, e.g. {"model_path": "runs/x/model.keras", "recipe": "x"}; kept
             in the card as `source` (None when not given), so `convforge bench` can find the Keras model.
 
@@ -157,7 +159,7 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
             say(_summary(entry))
         card = _card(model, shape, spec, with_preprocessing, names, reference, card_entries, max_abs_diff,
                      check_from, len(check), latency_runs, threads, opset, allow_flex, int8_io, calibration,
-                     source)
+                     source, labels)
         write_card(staging, card)
         # The exact check images travel with the artifacts, so `convforge verify` later repeats this very check
         # (random inputs would push an int8 model outside its calibrated range and prove nothing).
@@ -291,7 +293,7 @@ def _summary(entry):
 
 
 def _card(model, shape, spec, with_preprocessing, names, reference, entries, tolerance, check_from, n_check,
-          latency_runs, threads, opset, allow_flex, int8_io, calibration, source=None):
+          latency_runs, threads, opset, allow_flex, int8_io, calibration, source=None, labels=None):
     """The card dict: what goes in, what comes out, each artifact and how it was checked, and with what."""
     from convforge import __version__
 
@@ -303,6 +305,7 @@ def _card(model, shape, spec, with_preprocessing, names, reference, entries, tol
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, *shape], "layout": "NHWC",
                   "preprocessing": spec, "served_preprocessing": spec if with_preprocessing else None},
         "outputs": [{"name": n, "dtype": "float32", "shape": [None, *reference[n].shape[1:]]} for n in names],
+        "labels": list(labels) if labels else None,
         "artifacts": entries,
         "verification": {"max_abs_diff": tolerance, "inputs": check_from, "images": n_check,
                          "seed": CHECK_SEED, "latency_runs": latency_runs, "threads": threads,

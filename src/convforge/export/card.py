@@ -87,6 +87,8 @@ def render_markdown(card):
                      "TFLite and ONNX take the normalized float32 input")
     lines += ["", "## Outputs", ""]
     lines += [f"- `{o['name']}`: {o['dtype']} {o['shape']}" for o in card["outputs"]]
+    if card.get("labels"):
+        lines.append("- labels (class index order): " + ", ".join(f"{i} `{n}`" for i, n in enumerate(card["labels"])))
     lines += ["", "## Artifacts", "",
               "| file | format | size (KiB) | max abs diff | top-1 agreement | val metric (drop, points) | "
               "latency ms (batch 1, threads) | status | sha256 |",
