@@ -327,6 +327,7 @@ def _recipe_file(source, run):
 
 def cmd_export(args):
     """Export a trained model to each format, verify every artifact in its runtime, and write the model card."""
+    import functools
     import json
 
     import keras
@@ -363,11 +364,9 @@ def cmd_export(args):
                     break
             representative = np.concatenate(batches)[:wanted]
         if data.val is not None:
+            # metric(predict, batches): the task's headline metric of any runtime's predictions on val
             validation, metric_name = data.val, task.headline_metric
-
-            def metric(predict, batches):
-                """The task's headline metric of any runtime's predictions on the val batches."""
-                return task.score(predict, batches, data.class_names)
+            metric = functools.partial(task.score, class_names=data.class_names)
         thresholds = {"tflite_int8": recipe.export.int8_max_accuracy_drop,
                       "tflite_dynamic": recipe.export.dynamic_max_accuracy_drop,
                       "tflite_fp16": recipe.export.fp16_max_accuracy_drop}

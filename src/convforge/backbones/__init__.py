@@ -1,6 +1,4 @@
 """Architecture builders (Keras functional API), one file per family, each registered by name."""
-import keras
-
 from convforge.backbones.common import (check_input_shape, check_options, feature_levels, level_strides,
                                         precision)
 from convforge.errors import ModelError

@@ -1,5 +1,4 @@
 """Convolution + batch-norm + activation, and pooling with PyTorch's explicit and ceil-mode padding."""
-import keras
 from keras import layers
 
 from convforge.errors import ModelError

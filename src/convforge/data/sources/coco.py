@@ -6,7 +6,6 @@ grouping annotations by image, and COCO() prints to stdout while indexing. Masks
 """
 import collections
 import json
-import os
 
 from convforge.data.records import Skips, inspect_images, largest_object, require_path, resolve_inside
 from convforge.errors import DataError
