@@ -8,6 +8,7 @@ block per stage; vgg11..vgg19 one conv per block) are exported once.
 CONVFORGE_SLOW=1 also exports every registered architecture at its full published size.
 """
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -67,5 +68,9 @@ def test_small_instance_exports_to_every_format(names, options, tmp_path):
 @pytest.mark.parametrize("name", list_models())
 def test_full_size_architecture_exports_to_every_format(name, tmp_path):
     shape = _input_shape(name)
-    _export_and_check(convforge.build_model(name, num_classes=4, input_shape=shape), shape, tmp_path / "export")
-    keras.backend.clear_session()
+    try:
+        _export_and_check(convforge.build_model(name, num_classes=4, input_shape=shape), shape,
+                          tmp_path / "export")
+    finally:
+        shutil.rmtree(tmp_path / "export", ignore_errors=True)  # VGG's six artifacts alone take ~2 GB
+        keras.backend.clear_session()
