@@ -367,9 +367,7 @@ def cmd_export(args):
             # metric(predict, batches): the task's headline metric of any runtime's predictions on val
             validation, metric_name = data.val, task.headline_metric
             metric = functools.partial(task.score, class_names=data.class_names)
-        thresholds = {"tflite_int8": recipe.export.int8_max_accuracy_drop,
-                      "tflite_dynamic": recipe.export.dynamic_max_accuracy_drop,
-                      "tflite_fp16": recipe.export.fp16_max_accuracy_drop}
+        thresholds = recipe.export.max_metric_drop()
     elif "tflite_int8" in formats:
         raise ConvforgeError("tflite_int8 needs calibration images: export a recipe or a run folder with "
                              "its recipe.yaml, or leave tflite_int8 out of --formats")
@@ -407,10 +405,6 @@ def cmd_bench(args):
     """Time every artifact of an export folder next to its Keras model; print and write the table."""
     from convforge.bench.export_speed import bench_dir, render_markdown, write_results
 
-    if not os.path.isdir(args.dir):
-        raise ConvforgeError(f"export folder {args.dir!r} does not exist")
-    if args.model is not None and not os.path.isfile(args.model):
-        raise ConvforgeError(f"model file {args.model!r} does not exist")
     result = bench_dir(args.dir, model=args.model, runs=args.runs, batch=args.batch, threads=args.threads,
                        max_seconds=args.max_seconds, keras_call=args.keras_call,
                        progress=lambda line: print(line, file=sys.stderr, flush=True))

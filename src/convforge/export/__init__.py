@@ -32,9 +32,9 @@ from convforge.export.onnx import ONNX_FILE
 from convforge.export.saved_model import (INPUT_NAME, check_preprocessing, input_spec, preprocess,
                                           resolve_output_names, serving_function, write_saved_model)
 from convforge.export.tflite import INT8_IO, TFLITE_FORMATS
-from convforge.export.verify import (CHECK_FILE, CHECK_SEED, FP32_FORMATS, QUANTIZED_FORMATS, check_artifact,
-                                     check_images, check_uint8_images, compare_quantized, named_outputs, runner,
-                                     verify_dir)
+from convforge.export.verify import (CHECK_FILE, CHECK_SEED, FP32_FORMATS, QUANTIZED_FORMATS, FlexUnavailable,
+                                     check_artifact, check_images, check_uint8_images, compare_quantized,
+                                     named_outputs, runner, verify_dir)
 
 FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx")
 ARTIFACTS = {"saved_model": "saved_model", **TFLITE_FORMATS, "onnx": ONNX_FILE}
@@ -140,21 +140,21 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
                      "precision": PRECISION[fmt]}
             if fmt == "tflite_int8":
                 entry["io_dtype"] = int8_io
+            scored = scoring is not None and not (fmt == "saved_model" and with_preprocessing)
+            loaded = _step(fmt, lambda: _load(fmt, path, threads)) if (verify or scored) else None
             if verify:
                 if fmt == "saved_model" and with_preprocessing:
                     raw = check_uint8_images(shape, len(check))
                     expected = named_outputs(model(preprocess(raw, spec), training=False), names)
                     entry["check"] = _step(fmt, lambda: check_artifact(fmt, path, raw, expected, max_abs_diff,
-                                                                       threads, latency_runs))
+                                                                       threads, latency_runs, loaded))
                 else:
                     entry["check"] = _step(fmt, lambda: check_artifact(fmt, path, check, reference, max_abs_diff,
-                                                                       threads, latency_runs))
+                                                                       threads, latency_runs, loaded))
             else:
                 entry["check"] = {"status": "not verified"}
-            if scoring is not None and entry["check"]["status"] != "unverified" and not (
-                    fmt == "saved_model" and with_preprocessing):
-                _score_artifact(fmt, path, entry, names, keras_outputs, scoring, metric_name, threads,
-                                fail_on_drop)
+            if scored and loaded is not None:
+                _score_artifact(fmt, loaded[0], entry, names, keras_outputs, scoring, metric_name, fail_on_drop)
             card_entries.append(entry)
             say(_summary(entry))
         card = _card(model, shape, spec, with_preprocessing, names, reference, card_entries, max_abs_diff,
@@ -255,13 +255,20 @@ def _produce(fmt, model, names, served_spec, serve, core, staging, calibration, 
     return path
 
 
-def _score_artifact(fmt, path, entry, names, template, scoring, metric_name, threads, fail_on_drop):
+def _load(fmt, path, threads):
+    """(run, info) of an artifact in its runtime, or None for a TFLite file no installed runtime can run."""
+    try:
+        return runner(fmt, path, threads)
+    except FlexUnavailable:
+        return None
+
+
+def _score_artifact(fmt, run, entry, names, template, scoring, metric_name, fail_on_drop):
     """Score one artifact on the validation batches; a quantized one over its allowed drop fails the export."""
     batches, metric, reference_value, reference_all, drops = scoring
-    run, _ = runner(fmt, path, threads)
     value, outputs = _step(fmt, lambda: score(run, names, template, batches, metric))
     allowed = drops.get(fmt) if fmt in QUANTIZED_FORMATS else None
-    result = judge(fmt, value, outputs, reference_value, reference_all, metric_name, allowed,
+    result = judge(value, outputs, reference_value, reference_all, metric_name, allowed,
                    sum(len(b[0]) for b in batches))
     entry["check"]["metric"] = result
     if result.get("status") == "failed":

@@ -99,7 +99,7 @@ def keras_scorer(model, names):
     return lambda images: named_outputs(model(images, training=False), names)
 
 
-def judge(fmt, value, outputs, reference_value, reference_outputs, metric_name, max_drop, images):
+def judge(value, outputs, reference_value, reference_outputs, metric_name, max_drop, images):
     """The check entry for one artifact's metric: its value, the drop in points and whether that is allowed."""
     drop = round((reference_value - value) * 100.0, 4)
     stats = compare_quantized(reference_outputs, outputs)

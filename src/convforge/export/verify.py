@@ -196,15 +196,16 @@ def latency_ms(run, sample, runs=10, warmup=2):
     return statistics.median(times)
 
 
-def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, latency_runs=10):
+def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, latency_runs=10, loaded=None):
     """Run one artifact on `images`, compare with `reference` outputs, time it at batch 1; return the report.
 
     float32 formats raise ExportError when max |Δ| exceeds `tolerance`. A TFLite file with Flex ops is
-    reported as unverified: no installed Python runtime links the Flex delegate.
+    reported as unverified: no installed Python runtime links the Flex delegate. `loaded`: the (run, info)
+    runner() already returned for this artifact, so a caller that runs it again does not load it twice.
     """
     name = os.path.basename(os.path.normpath(path))
     try:
-        run, info = runner(fmt, path, threads)
+        run, info = loaded or runner(fmt, path, threads)
     except FlexUnavailable as error:
         return {"status": "unverified", "reason": str(error)}
     outputs = run(images)

@@ -621,6 +621,11 @@ class ExportSection(_Section):
     int8_io: Literal["int8", "uint8"] = Field("int8", description="input/output type of tflite_int8 (uint8 for "
                                                                   "accelerators that want unsigned tensors)")
 
+    def max_metric_drop(self):
+        """{format: points of the task metric it may lose against Keras}, as convforge.export takes it."""
+        return {"tflite_int8": self.int8_max_accuracy_drop, "tflite_dynamic": self.dynamic_max_accuracy_drop,
+                "tflite_fp16": self.fp16_max_accuracy_drop}
+
     @field_validator("formats")
     @classmethod
     def _unique(cls, value):
