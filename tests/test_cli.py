@@ -114,3 +114,16 @@ def test_bad_data_commands_are_one_line_exit_2(argv, message, tmp_path, monkeypa
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_localization_model_loads_in_a_fresh_process(tmp_path):
+    """A saved localizer holds convforge's own layers (BoxOrder); export must read it without any prior import."""
+    import convforge
+
+    model = convforge.build_model("lenet5", task="localization", num_classes=3, input_shape=(32, 32, 1))
+    model.save(tmp_path / "loc.keras")
+    proc = subprocess.run([sys.executable, "-m", "convforge.cli", "export", str(tmp_path / "loc.keras"), "--formats",
+                           "tflite,onnx", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out" / "model.tflite").exists() and (tmp_path / "out" / "model.onnx").exists()

@@ -4,6 +4,7 @@ import os
 import sys
 
 from convforge.errors import ConvforgeError
+from convforge.tasks import load_model
 
 
 def _shape(text):
@@ -72,14 +73,13 @@ def cmd_summary(args):
 
 def _load_model(spec, weights=None, input_shape=None):
     """Return a model from a registered name (optionally with a .weights.h5 file) or a .keras file path."""
-    import keras
 
     import convforge
 
     if str(spec).endswith(".keras"):
         if not os.path.isfile(spec):
             raise ConvforgeError(f"model file {spec!r} does not exist")
-        return keras.models.load_model(spec, safe_mode=True)
+        return load_model(spec)
     model = convforge.build_model(spec, input_shape=input_shape)
     if weights:
         if not os.path.isfile(weights):
@@ -208,7 +208,6 @@ def cmd_evaluate(args):
     """Evaluate a trained model on the recipe's val split; print the metrics and write them as JSON."""
     import json
 
-    import keras
 
     from convforge.recipes import load_recipe
     from convforge.tasks import get_task
@@ -228,7 +227,7 @@ def cmd_evaluate(args):
     data = datasets_for_recipe(recipe, task)
     if data.val is None:
         raise ConvforgeError(f"{args.recipe}: data.val gives no validation split to evaluate on")
-    model = keras.models.load_model(weights, compile=False, safe_mode=True)
+    model = load_model(weights)
     metrics = task.evaluate(task.inference_model(model), data.val, data.class_names)
     metrics = {f"val_{k}": v for k, v in metrics.items()}
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(weights)), "evaluation.json")
@@ -246,7 +245,6 @@ def cmd_predict(args):
     import json
     import pathlib
 
-    import keras
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -255,7 +253,7 @@ def cmd_predict(args):
     if not os.path.isfile(args.model):
         raise ConvforgeError(f"model file {args.model!r} does not exist")
     folder = pathlib.Path(args.model).resolve().parent
-    model = keras.models.load_model(args.model, compile=False, safe_mode=True)
+    model = load_model(args.model)
     names = json.loads((folder / "class_names.json").read_text()) if (folder / "class_names.json").exists() else []
     prep_file = folder / "preprocessing.json"
     if prep_file.exists():
@@ -299,7 +297,8 @@ def _resolve_export_source(source):
         run = latest_run_dir(recipe.name)
         if run is None or not (run / "model.keras").exists():
             raise ConvforgeError(f"no trained run of {recipe.name!r} to export: run `convforge train {source}` first")
-        return run / "model.keras", run, recipe
+        # The run's resolved copy holds the --set overrides it was trained with (input size, data, ...).
+        return run / "model.keras", run, load_recipe(run / "recipe.yaml") if (run / "recipe.yaml").exists() else recipe
     if path.is_dir():
         if not (path / "model.keras").exists():
             raise ConvforgeError(f"{source!r} is not a run folder: it has no model.keras")
@@ -330,13 +329,12 @@ def cmd_export(args):
     import functools
     import json
 
-    import keras
     import numpy as np
 
     import convforge.export as exporter
 
     model_path, run, recipe = _resolve_export_source(args.source)
-    model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+    model = load_model(model_path)
     formats = [f.strip() for f in args.formats.split(",")] if args.formats else (
         list(recipe.export.formats) if recipe else list(exporter.FORMATS))
     out = args.out or (recipe.export.out_dir if recipe and recipe.export.out_dir else

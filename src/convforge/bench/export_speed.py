@@ -24,6 +24,7 @@ import numpy as np
 
 from convforge.atomic import write_text
 from convforge.errors import ConvforgeError, ExportError
+from convforge.tasks import load_model
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -135,10 +136,9 @@ def find_model_path(out_dir, card, model=None):
 
 def load_keras_model(path, shape):
     """Load a .keras file and check that its input matches the export's (H, W, C); raise ConvforgeError."""
-    import keras
 
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
+        model = load_model(path)
     except (ValueError, OSError) as error:
         first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
         raise ConvforgeError(f"model file {path!r} could not be loaded ({first[:200]}); accepted: a .keras "
