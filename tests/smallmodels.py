@@ -4,6 +4,9 @@ Each entry keeps every kind of block the family's variants are made of (basic/bo
 BN or not, the AlexNet conv table, the Inception module tables ...) with fewer repeats and narrower layers,
 so a test exercises the same layers and converters in a fraction of the time.
 """
+import json
+
+from convforge.recipes import load_recipe
 from convforge.registry import get_spec
 
 SMALL = {
@@ -21,3 +24,21 @@ def small_options(name):
     """The registered options of `name` with its family's shrinking options on top."""
     spec = get_spec(name)
     return {**spec.options, **SMALL.get(spec.family, {})}
+
+
+def tiny(recipe_path, shapes_dir=None, epochs=1, steps=2, small_model=False):
+    """--set overrides that shrink a shipped recipe to a few steps on tiny images (and a small instance of its
+    architecture, with the same kinds of block, when small_model)."""
+    recipe = load_recipe(recipe_path)
+    sets = [f"train.epochs={epochs}", f"train.steps_per_epoch={steps}", "data.batch_size=16"]
+    if small_model:
+        shrink = SMALL.get(get_spec(recipe.model.architecture).family, {})
+        sets += [f"model.options.{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in shrink.items()
+                 if k not in recipe.model.options]
+    if recipe.train.schedule.name == "cosine":
+        sets.append("train.schedule.warmup_epochs=0")
+    if recipe.data.train.source == "shapes":
+        size = max(32, get_spec(recipe.model.architecture).min_input_size)
+        sets += [f"data.train.path={shapes_dir}", "data.train.n=64", "data.train.size=32",
+                 "data.train.val_fraction=0.25", f"model.input_shape=[{size},{size},3]"]
+    return sets

@@ -27,7 +27,7 @@ from convforge.cli import main as cli_main
 from convforge.recipes import load_recipe
 from convforge.registry import get_spec
 from convforge.tasks import get_task
-from smallmodels import SMALL
+from smallmodels import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in ROOT.glob("recipes/*/*.yaml") if p.parent.name != "base")
@@ -44,24 +44,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 def shapes_dir(tmp_path_factory):
     """One tiny shapes set (64 images of 32 px) shared by the module's shapes runs; generated on first use."""
     return tmp_path_factory.mktemp("shapes32")
-
-
-def tiny(recipe_path, shapes_dir=None, epochs=1, steps=2, small_model=False):
-    """--set overrides that shrink a shipped recipe to a few steps on tiny images (and a small instance of its
-    architecture, with the same kinds of block, when small_model)."""
-    recipe = load_recipe(recipe_path)
-    sets = [f"train.epochs={epochs}", f"train.steps_per_epoch={steps}", "data.batch_size=16"]
-    if small_model:
-        shrink = SMALL.get(get_spec(recipe.model.architecture).family, {})
-        sets += [f"model.options.{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in shrink.items()
-                 if k not in recipe.model.options]
-    if recipe.train.schedule.name == "cosine":
-        sets.append("train.schedule.warmup_epochs=0")
-    if recipe.data.train.source == "shapes":
-        size = max(32, get_spec(recipe.model.architecture).min_input_size)
-        sets += [f"data.train.path={shapes_dir}", "data.train.n=64", "data.train.size=32",
-                 "data.train.val_fraction=0.25", f"model.input_shape=[{size},{size},3]"]
-    return sets
 
 
 def history_rows(run_dir):

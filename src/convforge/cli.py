@@ -209,6 +209,7 @@ def cmd_evaluate(args):
     import json
 
 
+    from convforge.precision import model_precision
     from convforge.recipes import load_recipe
     from convforge.tasks import get_task
     from convforge.train.datasets import datasets_for_recipe
@@ -227,12 +228,13 @@ def cmd_evaluate(args):
     data = datasets_for_recipe(recipe, task)
     if data.val is None:
         raise ConvforgeError(f"{args.recipe}: data.val gives no validation split to evaluate on")
-    model = load_model(weights)
+    model = load_model(weights, args.precision)
     metrics = task.evaluate(task.inference_model(model), data.val, data.class_names)
     metrics = {f"val_{k}": v for k, v in metrics.items()}
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(weights)), "evaluation.json")
     with open(out, "w", encoding="utf-8") as f:
-        json.dump({"weights": weights, **metrics}, f, indent=1)
+        json.dump({"weights": weights, "precision": model_precision(model), **metrics}, f, indent=1)
+    print(f"precision: {model_precision(model)}")
     for key, value in metrics.items():
         if key != "val_confusion_matrix":
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
@@ -253,7 +255,7 @@ def cmd_predict(args):
     if not os.path.isfile(args.model):
         raise ConvforgeError(f"model file {args.model!r} does not exist")
     folder = pathlib.Path(args.model).resolve().parent
-    model = load_model(args.model)
+    model = load_model(args.model, args.precision)
     names = json.loads((folder / "class_names.json").read_text()) if (folder / "class_names.json").exists() else []
     prep_file = folder / "preprocessing.json"
     if prep_file.exists():
@@ -499,17 +501,22 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress bars, one line per epoch")
     p.set_defaults(func=cmd_train)
 
+    precision = dict(choices=("trained", "float32"), default="trained",
+                     help="run the model as trained (default) or, for a mixed-precision model, its float32 copy "
+                          "(the weights unchanged; what exported artifacts compute)")
     p = sub.add_parser("evaluate", help="the task's metrics on the recipe's val split, printed and as JSON")
     p.add_argument("recipe")
     p.add_argument("--weights", help="a trained .keras model (default: the newest run's model.keras)")
     p.add_argument("--set", **overrides)
     p.add_argument("--out", help="JSON file to write (default: evaluation.json beside the model)")
+    p.add_argument("--precision", **precision)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top classes (or the box) for each image")
     p.add_argument("model", help="a trained .keras file (a run's model.keras)")
     p.add_argument("images", nargs="+")
     p.add_argument("--top", type=int, default=3)
+    p.add_argument("--precision", **precision)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a trained model to SavedModel/TFLite/ONNX, each verified")

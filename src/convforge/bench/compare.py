@@ -215,7 +215,7 @@ def format_markdown(result):
     threads = f"TFLite {settings['tflite_threads']} thread(s), TensorFlow {settings['keras_threads']}"
     lines.append("")
     lines.append(f"Batch 1, median of {settings['runs']} runs after {WARMUP_RUNS} warm-up; {threads}; "
-                 f"{machine['cpu_count']} CPU cores ({machine['processor']}), load average "
+                 f"{machine.get('description') or str(machine['cpu_count']) + ' CPU cores'}, load average "
                  f"{machine['load_average']} at start; TensorFlow {machine['tensorflow']}, Keras {machine['keras']}. "
                  f"MACs per image; fp32 weights MB = params x 4 bytes; Keras ms is the traced (tf.function) call.")
     if trained:
@@ -283,7 +283,10 @@ def _machine():
     import keras
     import tensorflow as tf
 
+    from convforge.cpu import cpu_features, describe_machine
+
     return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "description": describe_machine(), "cpu_features": cpu_features(),
             "load_average": round(os.getloadavg()[0], 2), "tensorflow": tf.__version__, "keras": keras.__version__}
 
 

@@ -17,13 +17,14 @@ Examples:
 import datetime
 import json
 import os
-import platform
 import time
 
 import numpy as np
 
 from convforge.atomic import write_text
+from convforge.cpu import cpu_features, describe_machine
 from convforge.errors import ConvforgeError, ExportError
+from convforge.precision import float32_copy, model_precision
 from convforge.tasks import load_model
 
 BENCH_JSON = "bench.json"
@@ -179,6 +180,13 @@ def _metric(check):
     return None
 
 
+def _trained_check(copy):
+    """The card's figures for the model as trained: its own val metric and its max |Δ| from the float32 copy."""
+    scored = copy.get("metric")
+    metric = {"name": scored["name"], "value": scored["keras"]} if scored else None
+    return {"max_abs_diff": copy.get("max_abs_diff"), "metric": metric}
+
+
 def _row(fmt, file, size, measured, info, check=None):
     """One result row: the artifact, its size, its timings, the runtime and the card's check figures."""
     check = check or {}
@@ -239,10 +247,20 @@ def bench_dir(out_dir, model=None, runs=50, batch=32, threads=1, warmup=3, batch
 
     # Load every runtime first, then time them in turns: load from other processes then hits all formats alike.
     loaded, skipped = [], []
+    trained_precision = None if keras_model is None else model_precision(keras_model)
     if keras_model is not None:
-        run, info = keras_runner(keras_model, keras_call)
+        # The artifacts were made from the float32 copy, so that is the reference row; a mixed-precision model
+        # is timed as trained too, in the row after it (bf16 pays off only on CPUs with AVX512-BF16 or AMX).
+        run, info = keras_runner(float32_copy(keras_model), keras_call)
         loaded.append((_KERAS_LABEL[keras_call], os.path.basename(model_path), size_bytes(model_path), None,
                        run, one, many, info))
+        if trained_precision != "float32":
+            run, info = keras_runner(keras_model, keras_call)
+            label = _KERAS_LABEL[keras_call].replace("keras", f"keras {trained_precision}", 1)
+            copy = (card.get("precision") or {}).get("float32_copy_vs_trained") or {}
+            loaded.append((label, os.path.basename(model_path), size_bytes(model_path),
+                           _trained_check(copy) if copy else None,
+                           run, one, many, info))
     served = card["input"].get("served_preprocessing")
     for entry in entries:
         path = os.path.join(out_dir, entry["file"])
@@ -274,7 +292,9 @@ def bench_dir(out_dir, model=None, runs=50, batch=32, threads=1, warmup=3, batch
     return {"dir": out_dir, "model": card["model"]["name"], "model_path": model_path,
             "keras_weights_match_card": same_weights,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            "machine": describe_machine(), "cpu_features": cpu_features(),
+            "precision": {"trained": trained_precision, **{k: v for k, v in (card.get("precision") or {}).items()
+                                                           if k == "exported"}},
             "settings": {"batch": batch, "threads": threads, "tensorflow_threads": tf_threads,
                          "keras_call": keras_call if keras_model is not None else None, **timing},
             "rows": rows, "ratios": ratios(rows), "ratios_fastest": ratios(rows, "min")}
@@ -289,13 +309,18 @@ def _latency(rows, fmt, stat="median"):
 
 
 def ratios(rows, stat="median"):
-    """Batch-1 latency ratios: int8 / fp32 TFLite, and ONNX, TFLite fp32 and SavedModel / Keras."""
+    """Batch-1 latency ratios: int8 / fp32 TFLite; ONNX, TFLite fp32 and SavedModel / Keras (float32); and the
+    Keras model in its training precision / its float32 copy, when it was trained in mixed precision."""
     pairs = {"tflite_int8_vs_tflite": ("tflite_int8", "tflite"), "onnx_vs_keras": ("onnx", "keras"),
              "tflite_vs_keras": ("tflite", "keras"), "saved_model_vs_keras": ("saved_model", "keras")}
     found = {}
     for key, (top, bottom) in pairs.items():
         a, b = _latency(rows, top, stat), _latency(rows, bottom, stat)
         found[key] = round(a / b, 3) if a and b else None
+    keras_rows = [r for r in rows if r["format"].startswith("keras") and r.get("latency_ms")]
+    if len(keras_rows) > 1:
+        found["keras_trained_precision_vs_float32"] = round(keras_rows[1]["latency_ms"][stat] /
+                                                            keras_rows[0]["latency_ms"][stat], 3)
     return found
 
 
@@ -325,7 +350,8 @@ def render_markdown(result):
              f"| max abs Δ vs Keras |", "|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for row in result["rows"]:
         latency = row.get("latency_ms") or {}
-        delta = "reference" if row["format"].startswith("keras") else _num(row.get("max_abs_diff"), 2)
+        reference = row["format"].startswith("keras") and row.get("max_abs_diff") is None
+        delta = "reference" if reference else _num(row.get("max_abs_diff"), 2)
         lines.append(f"| {row['format']} | {row['file']} | {_num(row['size_mb'])} | {_num(latency.get('median'))} "
                      f"| {_num(latency.get('p90'))} | {_num(row.get('images_per_s'), 4)} | {_num(row['threads'])} "
                      f"| {row['metric'] or '-'} | {delta} |")
@@ -340,6 +366,10 @@ def render_markdown(result):
         timing += " Keras: `model(x, training=False)` in one `tf.function` (graph mode, no XLA)."
     else:
         timing += " No Keras model was found (pass --model MODEL.keras), so there is no Keras row."
+    trained = (result.get("precision") or {}).get("trained")
+    if trained and trained != "float32":
+        timing += (f" The model was trained in {trained}: the first Keras row is its float32 copy (what every "
+                   f"artifact was made from and is compared with), the second the model as trained.")
     ratio = result["ratios"]
     named = [(k, v) for k, v in ratio.items() if v is not None]
     lines += ["", timing, "", "metric and max abs Δ come from the export's card (its check images)."]

@@ -17,13 +17,13 @@ Examples:
 import datetime
 import hashlib
 import os
-import platform
 import shutil
 import tempfile
 
 import numpy as np
 
 from convforge._api import callable_package
+from convforge.cpu import describe_machine
 from convforge.errors import ExportError, close_matches
 from convforge.export.card import CARD_JSON, CARD_MD, sha256_path, size_bytes, versions, write_card
 from convforge.export.judge import (DEFAULT_MAX_DROP, judge, keras_scorer, score, top1_accuracy,
@@ -35,6 +35,7 @@ from convforge.export.tflite import INT8_IO, TFLITE_FORMATS
 from convforge.export.verify import (CHECK_FILE, CHECK_SEED, FP32_FORMATS, QUANTIZED_FORMATS, FlexUnavailable,
                                      check_artifact, check_images, check_uint8_images, compare_quantized,
                                      named_outputs, runner, verify_dir)
+from convforge.precision import float32_copy, model_precision
 
 FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx")
 ARTIFACTS = {"saved_model": "saved_model", **TFLITE_FORMATS, "onnx": ONNX_FILE}
@@ -56,7 +57,10 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
     """Write each of `formats` for a Keras image model into out_dir, verified, with a model card; all or nothing.
 
     Args:
-        model: a built keras.Model with one float32 NHWC input (H, W, C static) and one output, a list or a dict.
+        model: a built keras.Model with one float32 NHWC input (H, W, C static) and one output, a list or a dict,
+            under any precision policy: a mixed_bfloat16 / mixed_float16 model is exported as its float32
+            copy (same weights), verified against that copy, and its difference from the model as trained
+            (max |Δ| on the check images, the metric on val) is recorded in the card's `precision`.
         out_dir: folder to write into (created when missing).
         formats: any of "saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx".
         representative: float32 batches (array [N, H, W, C] or an iterable of batches / (images, targets)
@@ -78,7 +82,8 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
             Keras model's structure; default: top-1 accuracy of the first softmax output.
         metric_name: what `metric` measures, for the card ("accuracy", "accuracy_at_iou50", ...).
         max_metric_drop: {format: points} a quantized format may lose against Keras (default: fp16 0.5,
-            dynamic 1, int8 1). fail_on_drop: a larger drop raises ExportError; False records it in the card.
+            dynamic 1, int8 1; "float32_copy": 1, what the float32 copy of a mixed-precision model may lose
+            against the model as trained). fail_on_drop: a larger drop raises ExportError; False records it in the card.
         validation_size: at most this many validation images are used.
         labels: the class names, in output index order; kept in the card so a client can name predictions.
         source: where the model came from, e.g. {"model_path": "runs/x/model.keras", "recipe": "x"}; kept
@@ -90,6 +95,12 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
     say = progress or (lambda *_: None)
     formats = _check_formats(formats)
     shape = input_spec(model)
+    # Artifacts hold float32 graphs whatever the model was trained in: bf16/fp16 ops are neither TFLite
+    # builtins nor fast on most targets. The copy is the reference every artifact is verified against.
+    trained, trained_precision = model, model_precision(model)
+    model = float32_copy(model)
+    if trained is not model:
+        say(f"export: the model computes in {trained_precision}; exporting its float32 copy (same weights)")
     spec = None if preprocessing is None else check_preprocessing(preprocessing, shape[2])
     if spec is not None and spec["resize"] != list(shape[:2]):
         raise ExportError(f"preprocessing resize {spec['resize']} differs from the model input {list(shape[:2])}; "
@@ -113,6 +124,12 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
     keras_outputs = model(check, training=False)
     names = resolve_output_names(keras_outputs, output_names)
     reference = named_outputs(keras_outputs, names)
+    trained_reference = None if trained is model else named_outputs(trained(check, training=False), names)
+    precision = {"trained": trained_precision, "exported": "float32"}
+    if trained_reference is not None:
+        stats = compare_quantized(trained_reference, reference)
+        precision["float32_copy_vs_trained"] = {"max_abs_diff": stats["max_abs_diff"],
+                                                "top1_agreement": stats["top1_agreement"], "images": len(check)}
     serve = serving_function(model, names)
     scoring = None
     if validation is not None:
@@ -121,7 +138,24 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
         reference_value, reference_all = score(keras_scorer(model, names), names, keras_outputs, batches, metric)
         drops = {**DEFAULT_MAX_DROP, **(max_metric_drop or {})}
         scoring = (batches, metric, reference_value, reference_all, drops)
-        say(f"export: Keras {metric_name} {reference_value:.2%} on {sum(len(b[0]) for b in batches)} val images")
+        count = sum(len(b[0]) for b in batches)
+        say(f"export: Keras {metric_name} {reference_value:.2%} on {count} val images")
+        if trained_reference is not None:
+            # The float32 copy is judged against the model as trained, by the task metric.
+            trained_value, trained_all = score(keras_scorer(trained, names), names, keras_outputs, batches, metric)
+            result = judge(reference_value, reference_all, trained_value, trained_all, metric_name,
+                           drops.get("float32_copy"), count)
+            precision["float32_copy_vs_trained"]["metric"] = result
+            say(f"export: Keras {trained_precision} {metric_name} {trained_value:.2%}, float32 copy "
+                f"{reference_value:.2%}")
+            if result.get("status") == "failed":
+                message = (f"float32 copy: {metric_name} {reference_value:.2%} against {trained_value:.2%} of the "
+                           f"{trained_precision} model loses {result['drop_points']:.2f} points, over the allowed "
+                           f"{result['max_drop_points']:g}; accepted: a model whose float32 copy keeps its metric "
+                           f"(or --no-verify-fail to export it anyway, marked in the card)")
+                if fail_on_drop:
+                    raise ExportError(message)
+                precision["float32_copy_vs_trained"]["warning"] = message
 
     out_dir = os.path.abspath(str(out_dir))
     created = not os.path.exists(out_dir)
@@ -150,7 +184,8 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
                                                                        threads, latency_runs, loaded))
                 else:
                     entry["check"] = _step(fmt, lambda: check_artifact(fmt, path, check, reference, max_abs_diff,
-                                                                       threads, latency_runs, loaded))
+                                                                       threads, latency_runs, loaded,
+                                                                       trained_reference))
             else:
                 entry["check"] = {"status": "not verified"}
             if scored and loaded is not None:
@@ -159,7 +194,7 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
             say(_summary(entry))
         card = _card(model, shape, spec, with_preprocessing, names, reference, card_entries, max_abs_diff,
                      check_from, len(check), latency_runs, threads, opset, allow_flex, int8_io, calibration,
-                     source, labels)
+                     source, labels, precision)
         write_card(staging, card)
         # The exact check images travel with the artifacts, so `convforge verify` later repeats this very check
         # (random inputs would push an int8 model outside its calibrated range and prove nothing).
@@ -300,7 +335,7 @@ def _summary(entry):
 
 
 def _card(model, shape, spec, with_preprocessing, names, reference, entries, tolerance, check_from, n_check,
-          latency_runs, threads, opset, allow_flex, int8_io, calibration, source=None, labels=None):
+          latency_runs, threads, opset, allow_flex, int8_io, calibration, source=None, labels=None, precision=None):
     """The card dict: what goes in, what comes out, each artifact and how it was checked, and with what."""
     from convforge import __version__
 
@@ -313,6 +348,7 @@ def _card(model, shape, spec, with_preprocessing, names, reference, entries, tol
                   "preprocessing": spec, "served_preprocessing": spec if with_preprocessing else None},
         "outputs": [{"name": n, "dtype": "float32", "shape": [None, *reference[n].shape[1:]]} for n in names],
         "labels": list(labels) if labels else None,
+        "precision": precision or {"trained": "float32", "exported": "float32"},
         "artifacts": entries,
         "verification": {"max_abs_diff": tolerance, "inputs": check_from, "images": n_check,
                          "seed": CHECK_SEED, "latency_runs": latency_runs, "threads": threads,
@@ -321,7 +357,7 @@ def _card(model, shape, spec, with_preprocessing, names, reference, entries, tol
                     "representative_images": 0 if calibration is None else int(len(calibration))},
         "source": dict(source) if source else None,
         "versions": versions(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "machine": describe_machine(),
     }
 
 

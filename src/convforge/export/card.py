@@ -89,6 +89,7 @@ def render_markdown(card):
     lines += [f"- `{o['name']}`: {o['dtype']} {o['shape']}" for o in card["outputs"]]
     if card.get("labels"):
         lines.append("- labels (class index order): " + ", ".join(f"{i} `{n}`" for i, n in enumerate(card["labels"])))
+    lines += ["", "## Precision", ""] + _precision_lines(card.get("precision"))
     lines += ["", "## Artifacts", "",
               "| file | format | size (KiB) | max abs diff | top-1 agreement | val metric (drop, points) | "
               "latency ms (batch 1, threads) | status | sha256 |",
@@ -100,7 +101,10 @@ def render_markdown(card):
         scored = check.get("metric")
         val = (f"{scored['name']} {scored['value']:.4f} ({scored['drop_points']:+.2f}"
                + (f", max {scored['max_drop_points']:g})" if "max_drop_points" in scored else ")")) if scored else "-"
-        lines.append(f"| {a['file']} | {a['format']} | {a['bytes'] / 1024:.1f} | {_fmt(check.get('max_abs_diff'))} "
+        delta = _fmt(check.get("max_abs_diff"))
+        if check.get("max_abs_diff_vs_trained") is not None:
+            delta += f" ({_fmt(check['max_abs_diff_vs_trained'])} vs trained)"
+        lines.append(f"| {a['file']} | {a['format']} | {a['bytes'] / 1024:.1f} | {delta} "
                      f"| {_fmt(check.get('top1_agreement'))} | {val} | {lat} | {check.get('status', '-')} "
                      f"| `{a['sha256'][:16]}…` |")
     ver = card["verification"]
@@ -111,6 +115,26 @@ def render_markdown(card):
                   f"{ver.get('latency_runs', '-')} runs on {card['machine']}.", "", "## Versions", ""]
     lines += [f"- {k}: {v}" for k, v in card["versions"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _precision_lines(precision):
+    """The card's precision section: trained in, exported as, and how far the float32 copy moved."""
+    precision = precision or {"trained": "float32", "exported": "float32"}
+    lines = [f"- trained in `{precision['trained']}`, exported as `{precision['exported']}`"]
+    copy = precision.get("float32_copy_vs_trained")
+    if copy:
+        text = (f"- the artifacts come from the float32 copy of the trained model (same weights); against the "
+                f"{precision['trained']} model on {copy['images']} check images: max |Δ| "
+                f"{_fmt(copy['max_abs_diff'])}")
+        if copy.get("top1_agreement") is not None:
+            text += f", top-1 agreement {copy['top1_agreement']:.0%}"
+        lines.append(text)
+        scored = copy.get("metric")
+        if scored:
+            change = round((scored["value"] - scored["keras"]) * 100.0, 2) + 0.0
+            lines.append(f"- val {scored['name']}: {scored['keras']:.4f} as trained, {scored['value']:.4f} float32 "
+                         f"copy ({change:+.2f} points)")
+    return lines
 
 
 def write_card(out_dir, card):

@@ -196,12 +196,15 @@ def latency_ms(run, sample, runs=10, warmup=2):
     return statistics.median(times)
 
 
-def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, latency_runs=10, loaded=None):
+def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, latency_runs=10, loaded=None,
+                   trained_reference=None):
     """Run one artifact on `images`, compare with `reference` outputs, time it at batch 1; return the report.
 
     float32 formats raise ExportError when max |Δ| exceeds `tolerance`. A TFLite file with Flex ops is
     reported as unverified: no installed Python runtime links the Flex delegate. `loaded`: the (run, info)
     runner() already returned for this artifact, so a caller that runs it again does not load it twice.
+    `trained_reference`: outputs of the mixed-precision model `reference` is the float32 copy of; its max |Δ|
+    is reported as `max_abs_diff_vs_trained` and judged by nothing here (the task metric judges it).
     """
     name = os.path.basename(os.path.normpath(path))
     try:
@@ -220,6 +223,8 @@ def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, late
         if diff > tolerance:
             raise ExportError(f"{name} differs from Keras by max |Δ| {diff:.3g}, over max_abs_diff={tolerance:g}; "
                               f"accepted: a conversion within the tolerance (or a larger max_abs_diff)")
+    if trained_reference is not None:
+        report["max_abs_diff_vs_trained"] = max_abs_diff(trained_reference, outputs, name)
     report["output_shapes"] = {k: list(v.shape[1:]) for k, v in outputs.items()}
     if latency_runs:
         report["latency_ms"] = {"median": round(latency_ms(run, images[:1], latency_runs), 3), "batch": 1,
@@ -230,7 +235,7 @@ def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, late
 def verify_dir(out_dir, model=None, threads=1):
     """Re-verify an export folder from its card.json: hashes, then each artifact against a reference.
 
-    The reference is `model` (Keras) when given, else the float32 SavedModel (without served preprocessing),
+    The reference is `model` (Keras; its float32 copy when it computes in mixed precision) when given, else the float32 SavedModel (without served preprocessing),
     model.tflite or model.onnx, whichever the folder has first. Inputs are the card's seeded check images.
     Returns {file: report}; raises ExportError on a changed file or a float32 artifact over tolerance.
     """
@@ -259,6 +264,10 @@ def verify_dir(out_dir, model=None, threads=1):
                               f"exported (export again to refresh the card)")
 
     if model is not None:
+        from convforge.precision import float32_copy
+
+        model = float32_copy(model)  # the export's reference: a mixed-precision model's float32 copy
+
         def reference(x):
             """Keras outputs by name."""
             return named_outputs(model(x, training=False), names)

@@ -17,8 +17,15 @@ def get_task(name):
     raise ModelError(f"unknown task {name!r}{close_matches(name, TASKS)}; accepted: {', '.join(TASKS)}")
 
 
-def load_model(path):
-    """Load a trained .keras model (no compile state), with convforge's custom layers registered first."""
+PRECISIONS = ("trained", "float32")
+
+
+def load_model(path, precision="trained"):
+    """Load a trained .keras model (no compile state), as trained or as its float32 copy (what exports compute).
+
+    Convforge's custom layers are registered first. precision="float32" turns a mixed_bfloat16/mixed_float16
+    model into the same model computing in float32 with the same weights (a float32 model is returned as is).
+    """
     import keras
 
     # Importing the task and layer modules runs their register_keras_serializable decorators (BoxOrder, LRN,
@@ -27,7 +34,14 @@ def load_model(path):
     import convforge.tasks.classification  # noqa: F401
     import convforge.tasks.localization  # noqa: F401
 
-    return keras.models.load_model(path, compile=False, safe_mode=True)
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision {precision!r} is not accepted; accepted: {', '.join(PRECISIONS)}")
+    model = keras.models.load_model(path, compile=False, safe_mode=True)
+    if precision == "float32":
+        from convforge.precision import float32_copy
+
+        model = float32_copy(model)
+    return model
 
 
 def build_model(name, task="classification", num_classes=None, input_shape=None, **options):

@@ -4,18 +4,9 @@ import os
 
 import tensorflow as tf
 
+from convforge.cpu import cpu_has_bf16
 from convforge.errors import RecipeError
 from convforge.recipes.schema import DISTRIBUTIONS, PRECISIONS
-
-
-def cpu_has_bf16():
-    """True when the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where mixed_bfloat16 pays off."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_precision(name="auto"):
