@@ -350,3 +350,38 @@ def test_a_run_folder_is_not_silently_reused(tmp_path, monkeypatch, capsys):
     assert cli_main(["train", str(DIGITS), "--run-dir", "run"]) == 2
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--resume run" in err
+
+
+# ---------------------------------------------------------------------------------------- custom statistics
+
+def test_custom_normalize_stats_are_on_the_pixel_scale_end_to_end(tmp_path, monkeypatch):
+    """normalize: {mean, std} in 0..255 gives the pipeline, the saved preprocessing and predict the same
+    numbers: the digits normalized by their own statistics come out with mean ~0 and std ~1."""
+    from sklearn.datasets import load_digits
+
+    from convforge.train.datasets import datasets_for_recipe
+
+    monkeypatch.chdir(tmp_path)
+    # The digits are 0..16 ink upsampled to 32 px; their pixel statistics on the 0..255 scale:
+    recipe = load_recipe(DIGITS, overrides=tiny(DIGITS) + ["data.augment=[]"])
+    data = datasets_for_recipe(recipe, get_task("classification"))
+    images = np.concatenate([np.asarray(x) for x, _ in data.val])  # "unit": pixels / 255
+    mean, std = float(images.mean() * 255), float(images.std() * 255)
+    assert 10 < mean < 200 and std > 10
+    sets = tiny(DIGITS) + ["data.augment=[]", f"data.normalize={{mean: [{mean}], std: [{std}]}}"]
+    recipe = load_recipe(DIGITS, overrides=sets)
+    data = datasets_for_recipe(recipe, get_task("classification"))
+    normalized = np.concatenate([np.asarray(x) for x, _ in data.val])
+    assert abs(normalized.mean()) < 0.01 and abs(normalized.std() - 1.0) < 0.01
+    assert data.preprocessing["mean"] == pytest.approx([mean / 255]) and data.preprocessing["scale"] == 1 / 255
+
+    assert cli_main(cli_argv(DIGITS, sets)) == 0
+    run = next((tmp_path / "runs" / "lenet5_digits").iterdir())
+    saved = json.loads((run / "preprocessing.json").read_text())
+    assert saved["mean"] == pytest.approx([mean / 255]) and saved["std"] == pytest.approx([std / 255])
+
+
+def test_normalize_stats_on_the_unit_scale_are_refused(tmp_path, capsys):
+    assert cli_main(["check", str(DIGITS), "--set", "data.normalize={mean: [0.5], std: [0.2]}"]) == 2
+    err = capsys.readouterr().err
+    assert "data.normalize.std" in err and "0..255 pixel scale" in err

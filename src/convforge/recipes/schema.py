@@ -301,6 +301,11 @@ class NormalizeStats(_Section):
         if len(self.mean) != len(self.std):
             raise FieldError(("std",), f"{self.std} has {len(self.std)} values; accepted: one per mean value "
                                        f"({len(self.mean)})")
+        # Stats on the 0..1 scale would silently divide 0..255 pixels by ~0.2: a std under one grey level
+        # is no real dataset's, so such values are refused rather than guessed at.
+        if max(self.std) < 1.0:
+            raise FieldError(("std",), f"{self.std} looks like the 0..1 scale; accepted: the 0..255 pixel scale, "
+                                       f"e.g. ImageNet's mean [123.7, 116.3, 103.5], std [58.4, 57.1, 57.4]")
         return self
 
 

@@ -63,7 +63,9 @@ def _count(source):
 def _common(recipe, num_classes, one_hot):
     """The build_dataset arguments every split of a recipe shares."""
     data = recipe.data
-    normalize = data.normalize if isinstance(data.normalize, str) else (data.normalize.mean, data.normalize.std)
+    # A recipe's own stats are on the 0..255 pixel scale; build_dataset and the saved preprocessing take 0..1.
+    normalize = data.normalize if isinstance(data.normalize, str) else (
+        [m / 255.0 for m in data.normalize.mean], [s / 255.0 for s in data.normalize.std])
     return dict(task=recipe.task, input_shape=input_shape_of(recipe), batch_size=data.batch_size,
                 normalize=normalize, one_hot=one_hot if recipe.task == "classification" else False,
                 num_classes=num_classes)
