@@ -205,8 +205,11 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
     for w, g in zip(net.get_weights(), good, strict=True):
         assert np.isfinite(w).all()
         np.testing.assert_array_equal(w, g)
-    # The log keeps the good epoch and the NaN one (a later --resume drops rows past the backup's epoch).
-    assert [r["epoch"] for r in history_rows(run_dir)] == ["0", "1"]
+    # The NaN epoch is neither logged as a result nor saved over the good best.keras.
+    assert [r["epoch"] for r in history_rows(run_dir)] == ["0"]
+    best = keras.models.load_model(run_dir / "best.keras").get_weights()
+    for w, g in zip(best, good, strict=True):
+        np.testing.assert_array_equal(w, g)
 
 
 def test_nan_in_the_first_epoch_says_there_is_no_checkpoint(tmp_path, monkeypatch, capsys):
@@ -218,6 +221,37 @@ def test_nan_in_the_first_epoch_says_there_is_no_checkpoint(tmp_path, monkeypatc
     assert len(err.strip().splitlines()) == 1, err
     assert "at epoch 1" in err and "no epoch had finished, so there is no checkpoint" in err
     assert not (tmp_path / "run" / "backup" / "latest.weights.h5").exists()
+    assert not (tmp_path / "run" / "best.keras").exists()
+    assert history_rows(tmp_path / "run") == []
+
+
+def test_training_without_a_val_split_finishes_with_its_plot(tmp_path, monkeypatch, capsys):
+    """An image folder has no val split of its own: the run ends with model, metrics and training curves."""
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    for name, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = np.clip(rng.normal(colour, 20, (24, 24, 3)), 0, 255).astype("uint8")
+            Image.fromarray(pixels).save(tmp_path / "imgs" / name / f"{i}.png")
+    sets = tiny(DIGITS) + ["data.train={source: image_folder, path: imgs}", "data.val=null", "data.augment=[]",
+                           "model.input_shape=[32,32,1]", "model.num_classes=null"]
+    assert cli_main(cli_argv(DIGITS, sets, "--run-dir", "run")) == 0, capsys.readouterr().err
+    run = tmp_path / "run"
+    assert (run / "model.keras").exists() and (run / "training_curves.png").exists()
+    assert "val_accuracy" not in json.loads((run / "metrics.json").read_text())
+
+
+def test_recipes_read_yaml_1_2_floats(tmp_path):
+    """`1e-3`, `1E5` and `.5` are numbers in recipes and in --set, as every user writes them."""
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(DIGITS.read_text().replace("learning_rate: 0.003", "learning_rate: 1e-3"))
+    recipe = load_recipe(recipe_file, overrides=["train.optimizer.weight_decay=1E-5", "train.label_smoothing=.1"])
+    assert recipe.train.optimizer.kwargs["learning_rate"] == 0.001
+    assert recipe.train.optimizer.kwargs["weight_decay"] == 1e-5 and recipe.train.label_smoothing == 0.1
+    assert load_recipe(DIGITS, overrides=["train.epochs=3"]).train.epochs == 3  # integers stay integers
 
 
 # ------------------------------------------------------------------------------------------ distribution

@@ -7,15 +7,37 @@ import copy
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from pathlib import Path
+
 
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
 from convforge.errors import RecipeError, close_matches
 from convforge.recipes.schema import SOURCE_CLASSES, FieldError, Recipe
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does: `1e-3`, `1E5` and `.5` are numbers.
+
+    YAML 1.1 (PyYAML's default) wants a dot and a signed exponent (`1.0e-3`) and reads `1e-3` as a string,
+    which is what every user writes for a learning rate. Integers still resolve first, so `3` stays an int.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|"
+               r"^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def _load_yaml(text):
+    """Parse YAML text with the safe loader and YAML 1.2 floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass: no Python tags
+
 
 # Mappings that are one kind of thing picked by a key: changing the key replaces the mapping (see schema).
 _KINDS = {("data", "train"): "source", ("data", "val"): "source", ("train", "optimizer"): "name",
@@ -82,7 +104,7 @@ def _read_yaml(path):
     except OSError as err:
         raise RecipeError(f"{label}: cannot read the recipe ({err.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -136,7 +158,7 @@ def _parse_override(item):
     if not sep or not all(keys):
         raise RecipeError(f"--set {item}: expected KEY=VALUE with a dotted key, e.g. train.epochs=3")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = _load_yaml(text) if text.strip() else None
     except yaml.YAMLError as err:
         raise RecipeError(f"--set {item}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
     if keys[0] not in Recipe.model_fields or keys[0] == "base":

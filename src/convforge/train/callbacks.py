@@ -35,16 +35,29 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self._epoch = epoch
 
 
-class GuardedBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that skips the epoch-end save once `guard` (a StopOnNonFiniteLoss) saw a bad loss."""
+class _Guarded:
+    """Mixin for a Keras callback: its epoch-end work is skipped once `guard` (a StopOnNonFiniteLoss) saw a bad
+    loss, so a non-finite epoch is never saved over anything nor logged as if it were a result."""
 
-    def __init__(self, backup_dir, guard, **kwargs):
-        super().__init__(backup_dir, **kwargs)
+    def __init__(self, *args, guard, **kwargs):
+        super().__init__(*args, **kwargs)
         self.guard = guard
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.bad is None:
             super().on_epoch_end(epoch, logs)
+
+
+class GuardedBackupAndRestore(_Guarded, keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that never backs up a non-finite epoch."""
+
+
+class GuardedModelCheckpoint(_Guarded, keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that never writes (or replaces best.keras with) a non-finite model."""
+
+
+class GuardedCSVLogger(_Guarded, keras.callbacks.CSVLogger):
+    """CSVLogger that leaves a non-finite epoch out of history.csv."""
 
 
 class EpochSummary(keras.callbacks.Callback):
@@ -63,13 +76,13 @@ class EpochSummary(keras.callbacks.Callback):
                      + " ".join(parts))
 
 
-class EpochTimes(keras.callbacks.Callback):
+class EpochTimes(_Guarded, keras.callbacks.Callback):
     """Append each finished epoch's wall seconds (validation included; the checkpoint writes after it, not) to a
     CSV beside history.csv, so a run's time-to-accuracy can be read back (`convforge compare`); rows are 0-based
     epochs like CSVLogger's, written before the backup so a resumed run keeps every finished epoch's row."""
 
-    def __init__(self, path, append=False):
-        super().__init__()
+    def __init__(self, path, append=False, guard=None):
+        super().__init__(guard=guard or StopOnNonFiniteLoss())
         self.path, self.append = str(path), append
 
     def on_train_begin(self, logs=None):
@@ -100,12 +113,22 @@ def plot_history(history_csv, out_png):
     epochs = [int(r["epoch"]) + 1 for r in rows]
     for i, key in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), i + 1)
-        ax.plot(epochs, [float(r[key]) for r in rows], label="train")
-        if f"val_{key}" in rows[0]:
-            ax.plot(epochs, [float(r[f"val_{key}"]) for r in rows], label="val")
+        ax.plot(epochs, [_number(r.get(key)) for r in rows], label="train")
+        val = [_number(r.get(f"val_{key}")) for r in rows]
+        # A run without a val split leaves CSVLogger's val_* cells empty or "NA": nothing to draw.
+        if any(math.isfinite(v) for v in val):
+            ax.plot(epochs, val, label="val")
         ax.set_title(key)
         ax.set_xlabel("epoch")
         ax.legend()
     fig.tight_layout()
     fig.savefig(out_png)
     return out_png
+
+
+def _number(text):
+    """A CSV cell as a float; NaN for an empty or "NA" cell (matplotlib leaves a gap there)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan

@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from convforge.errors import ConvforgeError, RecipeError
 from convforge.tasks import get_task
-from convforge.train.callbacks import (EpochSummary, EpochTimes, GuardedBackupAndRestore, NonFiniteLoss,
-                                       StopOnNonFiniteLoss, plot_history)
+from convforge.train.callbacks import (EpochSummary, EpochTimes, GuardedBackupAndRestore, GuardedCSVLogger,
+                                       GuardedModelCheckpoint, NonFiniteLoss, StopOnNonFiniteLoss, plot_history)
 from convforge.train.hardware import fit_across_workers, resolve_precision, resolve_strategy
 from convforge.train.schedules import make_schedule
 
@@ -212,11 +212,11 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
     # the best model before the backup, so a kill after a backup never loses an epoch's history row.
     callbacks = [
         nan_guard,
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
-        EpochTimes(run_dir / "epoch_times.csv", append=initial_epoch > 0),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor=monitor, save_best_only=True),
+        GuardedCSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0, guard=nan_guard),
+        EpochTimes(run_dir / "epoch_times.csv", append=initial_epoch > 0, guard=nan_guard),
+        GuardedModelCheckpoint(str(run_dir / "best.keras"), monitor=monitor, save_best_only=True, guard=nan_guard),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
-        GuardedBackupAndRestore(str(backup_dir), nan_guard, double_checkpoint=True, delete_checkpoint=False),
+        GuardedBackupAndRestore(str(backup_dir), guard=nan_guard, double_checkpoint=True, delete_checkpoint=False),
         EpochSummary(train_cfg.epochs, printer),
     ]
     if train_cfg.early_stopping:
