@@ -224,7 +224,7 @@ def cmd_evaluate(args):
         weights = str(latest / "model.keras")
     if not os.path.isfile(weights):
         raise ConvforgeError(f"weights file {weights!r} does not exist")
-    task = get_task(recipe.task)
+    task = get_task(recipe.task, recipe.head)
     data = datasets_for_recipe(recipe, task)
     if data.val is None:
         raise ConvforgeError(f"{args.recipe}: data.val gives no validation split to evaluate on")
@@ -250,7 +250,7 @@ def cmd_predict(args):
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from convforge.tasks import get_task
+    from convforge.tasks import task_of_model
 
     if not os.path.isfile(args.model):
         raise ConvforgeError(f"model file {args.model!r} does not exist")
@@ -263,7 +263,7 @@ def cmd_predict(args):
     else:
         h, w, c = model.input.shape[1:]
         prep = {"resize": [h, w], "channels": c, "scale": 1 / 255, "mean": [0.0] * c, "std": [1.0] * c}
-    task = get_task("localization" if isinstance(model.output, dict) else "classification")
+    task = task_of_model(model, folder)
     for path in args.images:
         try:
             with Image.open(path) as img:
@@ -352,7 +352,7 @@ def cmd_export(args):
         from convforge.tasks import get_task
         from convforge.train.datasets import datasets_for_recipe, plain_train_dataset
 
-        task = get_task(recipe.task)
+        task = get_task(recipe.task, recipe.head)
         data = datasets_for_recipe(recipe, task)
         if "tflite_int8" in formats:
             # Calibrate on training images as the model sees them at inference (no augmentation); the val

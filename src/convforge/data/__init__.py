@@ -35,7 +35,6 @@ _API = {
     "KEYPOINT_NAMES": "convforge.data.shapes",
     "build_dataset": "convforge.data.pipeline",
     "preprocessing": "convforge.data.pipeline",
-    "PARSERS": "convforge.data.pipeline",
     "AUGMENTATIONS": "convforge.data.augment",
     "check_augment": "convforge.data.augment",
 }

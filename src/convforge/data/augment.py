@@ -1,7 +1,9 @@
 """Augmentations by name, built from Keras preprocessing layers and applied to whole batches inside tf.data.
 
-Each entry of AUGMENTATIONS is data: the Keras layer it builds, the tasks it serves, whether it moves boxes
-and whether it mixes labels. A recipe lists them by name, with optional arguments::
+Each entry of AUGMENTATIONS is data: the Keras layer it builds, the annotation kinds it carries (an image
+label survives any of them; boxes only the geometric ones that move them, or the photometric ones that leave
+them where they are), whether it moves boxes and whether it mixes labels. A task's annotations
+(`Task.annotations`) must all be carried by every augmentation of its recipe. A recipe lists them by name, with optional arguments::
 
     augment: [flip, {name: crop, zoom: 0.2}, {color_jitter: {hue: 0.0}}, mixup]
 
@@ -26,12 +28,16 @@ from convforge.errors import DataError, close_matches
 BOX_FORMAT = "xyxy"
 
 
+# Every annotation kind a record can carry (see data.records); photometric augmentations carry all of them.
+ANNOTATION_KINDS = frozenset({"label", "boxes"})
+
+
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """A named augmentation: how to build its layer and what it may be used for."""
+    """A named augmentation: how to build its layer and which annotation kinds survive it."""
 
-    build: Callable  # build(context, **kwargs) -> keras layer; context has seed, channels, task
-    tasks: tuple
+    build: Callable  # build(context, **kwargs) -> keras layer; context has seed, channels, annotations
+    carries: frozenset = ANNOTATION_KINDS
     moves_boxes: bool = False
     mixes_labels: bool = False
 
@@ -42,12 +48,12 @@ class Context:
 
     seed: int | None
     channels: int
-    task: str
+    annotations: frozenset = frozenset({"label"})
 
     @property
     def fill_mode(self):
-        """Reflection duplicates objects at the border, which would contradict a one-box target."""
-        return "constant" if self.task == "localization" else "reflect"
+        """Reflection duplicates objects at the border, which the boxes would not account for."""
+        return "constant" if "boxes" in self.annotations else "reflect"
 
 
 def _flip(ctx, mode="horizontal"):
@@ -107,17 +113,24 @@ def _cutmix(ctx, alpha=1.0):
     return keras.layers.CutMix(factor=alpha, seed=ctx.seed)
 
 
+LABEL_ONLY = frozenset({"label"})
 AUGMENTATIONS = {
-    "flip": Augmentation(_flip, ("classification", "localization"), moves_boxes=True),
-    "crop": Augmentation(_crop, ("classification", "localization"), moves_boxes=True),
-    "translate": Augmentation(_translate, ("classification", "localization"), moves_boxes=True),
-    "rotate": Augmentation(_rotate, ("classification", "localization"), moves_boxes=True),
-    "color_jitter": Augmentation(_color_jitter, ("classification", "localization")),
-    # RandAugment's shears and translations have no verified box path yet, so it stays classification-only.
-    "rand_augment": Augmentation(_rand_augment, ("classification",)),
-    "mixup": Augmentation(_mixup, ("classification",), mixes_labels=True),
-    "cutmix": Augmentation(_cutmix, ("classification",), mixes_labels=True),
+    "flip": Augmentation(_flip, moves_boxes=True),
+    "crop": Augmentation(_crop, moves_boxes=True),
+    "translate": Augmentation(_translate, moves_boxes=True),
+    "rotate": Augmentation(_rotate, moves_boxes=True),
+    "color_jitter": Augmentation(_color_jitter),
+    # RandAugment's shears and translations have no verified box path yet, so it carries image labels only.
+    "rand_augment": Augmentation(_rand_augment, LABEL_ONLY),
+    # Blended images have blended labels; a box target cannot be blended.
+    "mixup": Augmentation(_mixup, LABEL_ONLY, mixes_labels=True),
+    "cutmix": Augmentation(_cutmix, LABEL_ONLY, mixes_labels=True),
 }
+
+
+def usable_for(annotations):
+    """The augmentation names that carry every kind in `annotations`."""
+    return [name for name, spec in AUGMENTATIONS.items() if set(annotations) <= spec.carries]
 
 
 def parse_augment(augment):
@@ -141,18 +154,30 @@ def parse_augment(augment):
     return parsed
 
 
+def _task(task):
+    """A Task from a Task or a registered task name."""
+    if isinstance(task, str):
+        from convforge.tasks import get_task
+
+        return get_task(task)
+    return task
+
+
 def check_augment(augment, task):
-    """Validate names, arguments and task fit of an augment list; return it as [(name, kwargs)]."""
+    """Validate names, arguments and annotation fit (for a Task or task name) of an augment list; return
+    [(name, kwargs)]."""
+    task = _task(task)
     parsed = parse_augment(augment)
     for name, kwargs in parsed:
         if name not in AUGMENTATIONS:
             raise DataError(f"unknown augmentation {name!r}{close_matches(name, AUGMENTATIONS)}; "
                             f"accepted: {', '.join(AUGMENTATIONS)}")
         spec = AUGMENTATIONS[name]
-        if task not in spec.tasks:
-            usable = [n for n, s in AUGMENTATIONS.items() if task in s.tasks]
-            raise DataError(f"augmentation {name!r} cannot be used for {task} (it serves "
-                            f"{', '.join(spec.tasks)}); accepted for {task}: {', '.join(usable)}")
+        lost = sorted(task.annotations - spec.carries)
+        if lost:
+            raise DataError(f"augmentation {name!r} cannot be used for {task.name}: it cannot carry the "
+                            f"{', '.join(lost)} that {task.name} needs; accepted for {task.name}: "
+                            f"{', '.join(usable_for(task.annotations))}")
         accepted = list(inspect.signature(spec.build).parameters)[1:]
         for key in kwargs:
             if key not in accepted:
@@ -169,11 +194,12 @@ def mixes_labels(augment):
 def build_augmenter(augment, task, input_shape, seed=None):
     """Return fn(images, targets) -> (images, targets) applying the list to a batch, or None when empty.
 
-    images: float32 (B, H, W, C) in 0..255. targets: int or one-hot labels (classification) or
-    {"label", "box"} with normalized [ymin, xmin, ymax, xmax] boxes (localization).
+    images: float32 (B, H, W, C) in 0..255. targets: the task's (a Task); where it has boxes, the geometric
+    steps move them through `task.boxes_of` / `task.with_boxes` (normalized [ymin, xmin, ymax, xmax]).
     """
     import tensorflow as tf
 
+    task = _task(task)
     parsed = check_augment(augment, task)
     if not parsed:
         return None
@@ -181,7 +207,7 @@ def build_augmenter(augment, task, input_shape, seed=None):
     steps = []
     for i, (name, kwargs) in enumerate(parsed):
         spec = AUGMENTATIONS[name]
-        ctx = Context(None if seed is None else seed + 1 + i, channels, task)
+        ctx = Context(None if seed is None else seed + 1 + i, channels, task.annotations)
         try:
             layer = spec.build(ctx, **kwargs)
         except (ValueError, TypeError, NotImplementedError) as exc:
@@ -195,15 +221,14 @@ def build_augmenter(augment, task, input_shape, seed=None):
             if spec.mixes_labels:
                 out = layer({"images": images, "labels": targets}, training=True)
                 images, targets = out["images"], tf.cast(out["labels"], tf.float32)
-            elif task == "localization" and spec.moves_boxes:
-                y0, x0, y1, x1 = tf.unstack(targets["box"], axis=-1)
-                boxes = tf.stack([x0, y0, x1, y1], -1)[:, None, :] * scale
+            elif "boxes" in task.annotations and spec.moves_boxes:
+                y0, x0, y1, x1 = tf.unstack(task.boxes_of(targets), axis=-1)
+                boxes = tf.stack([x0, y0, x1, y1], -1) * scale
                 out = layer({"images": images, "bounding_boxes": {
-                    "boxes": boxes, "labels": tf.zeros_like(targets["label"])[:, None]}}, training=True)
-                x0, y0, x1, y1 = tf.unstack(tf.cast(out["bounding_boxes"]["boxes"][:, 0, :], tf.float32) / scale,
-                                            axis=-1)
-                box = tf.clip_by_value(tf.stack([y0, x0, y1, x1], -1), 0.0, 1.0)
-                images, targets = out["images"], {**targets, "box": box}
+                    "boxes": boxes, "labels": tf.zeros(tf.shape(boxes)[:2], tf.int32)}}, training=True)
+                x0, y0, x1, y1 = tf.unstack(tf.cast(out["bounding_boxes"]["boxes"], tf.float32) / scale, axis=-1)
+                moved = tf.clip_by_value(tf.stack([y0, x0, y1, x1], -1), 0.0, 1.0)
+                images, targets = out["images"], task.with_boxes(targets, moved)
             else:
                 images = layer(images, training=True)
         return tf.cast(images, tf.float32), targets

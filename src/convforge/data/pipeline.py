@@ -11,15 +11,11 @@ Order of work, each step there for a reason:
     augment (training only) + normalize   on whole batches: Keras layers vectorize over the batch
     prefetch(AUTOTUNE)
 
-Targets per task (PARSERS):
-    classification   int32 class id, or float32 one-hot (num_classes,) when one_hot (on by default with
-                     mixup / cutmix, in training and evaluation alike, so one loss serves both)
-    localization     {"label": int32, "box": float32 [ymin, xmin, ymax, xmax] normalized to 0..1} for the
-                     largest non-crowd object; boxes stay normalized, so resizing leaves them valid
+Targets come from the task's parser (`Task.parser`, see convforge.tasks): which records qualify and what
+each example trains on; a task with soft labels (label smoothing, mixup / cutmix) gets them one-hot, in
+training and evaluation alike, so one loss serves both.
 """
-import dataclasses
 from collections.abc import Mapping
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -31,41 +27,6 @@ from convforge.errors import DataError, close_matches
 NORMALIZATIONS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Parser:
-    """A task's view of an example: which records qualify and what target it trains on."""
-
-    keeps_record: Callable  # record dict -> bool (Records, checked in Python so emptiness is known early)
-    keeps_example: Callable  # example dict of tensors -> tf.bool (Examples, checked in the graph)
-    target: Callable  # example dict of tensors -> target tensors
-    needs_boxes: bool = False
-
-
-def _largest_box_index(example):
-    """Index of the largest non-crowd box of an example (normalized area ranks like pixel area)."""
-    boxes = example["boxes"]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return tf.argmax(tf.where(example["is_crowd"], -1.0, area), output_type=tf.int32)
-
-
-def _has_box(example):
-    return tf.reduce_any(tf.logical_not(example["is_crowd"]))
-
-
-def _localization_target(example):
-    i = _largest_box_index(example)
-    return {"label": tf.cast(example["classes"][i], tf.int32), "box": tf.cast(example["boxes"][i], tf.float32)}
-
-
-PARSERS = {
-    "classification": Parser(keeps_record=lambda r: r.get("label") is not None,
-                             keeps_example=lambda e: e["label"] >= 0,
-                             target=lambda e: e["label"]),
-    "localization": Parser(keeps_record=lambda r: any(not o.get("iscrowd") for o in r.get("objects", ())),
-                           keeps_example=_has_box, target=_localization_target, needs_boxes=True),
 }
 
 
@@ -179,7 +140,7 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
     Args:
         records_or_source: Records, ImageArrays or Examples from a source, or a source spec such as
             {"source": "coco", "annotations": ..., "images_root": ...} (see sources.load_source).
-        task: "classification" or "localization" (see the module docstring for the targets).
+        task: a registered task name or a Task (convforge.tasks); its parser makes the targets.
         input_shape: (H, W, C); images are resized to H x W and converted to C = 1 or 3 channels.
         training: shuffle and augment when True; evaluation data is neither.
         cache: False, True (memory) or a file path; caches decoded, resized images before augmentation.
@@ -208,10 +169,14 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
     if not isinstance(source, (Records, ImageArrays, Examples)):
         raise DataError(f"build_dataset takes Records, ImageArrays or Examples from a source, or a source "
                         f"spec; got {type(source).__name__}")
-    if task not in PARSERS:
-        raise DataError(f"task {task!r} has no data parser{close_matches(task, PARSERS)}; "
-                        f"accepted: {', '.join(PARSERS)}")
-    parser = PARSERS[task]
+    from convforge.tasks import get_task, task_names
+
+    if isinstance(task, str):
+        if task not in task_names():
+            raise DataError(f"task {task!r} has no data parser{close_matches(task, task_names())}; accepted: "
+                            f"{', '.join(task_names())}")
+        task = get_task(task)
+    parser = task.parser
     height, width, channels = _check_input_shape(input_shape)
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise DataError(f"batch_size={batch_size!r} must be a positive integer")
@@ -219,15 +184,17 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
     check_augment(augment, task)
     augmenter = build_augmenter(augment, task, (height, width, channels), seed) if training else None
     one_hot = mixes_labels(augment) if one_hot is None else one_hot
-    if one_hot and task != "classification":
-        raise DataError(f"one_hot applies to classification labels only, not to {task}")
+    if one_hot and parser.one_hot is None:
+        raise DataError(f"one_hot (soft labels) does not apply to {task.name} targets; accepted: one_hot=False "
+                        f"and no label-mixing augmentation")
     class_names = getattr(source, "class_names", None)
     num_classes = num_classes or (len(class_names) if class_names else None)
     if one_hot and not num_classes:
         raise DataError(f"{_source_name(source)} has no class names, so one-hot labels need num_classes")
-    if parser.needs_boxes and isinstance(source, ImageArrays):
-        raise DataError(f"{_source_name(source)} has no boxes, so it cannot serve {task}; "
-                        f"use a source with annotations (coco, voc, shapes, tfrecord)")
+    if task.annotations - {"label"} and isinstance(source, ImageArrays):
+        raise DataError(f"{_source_name(source)} has no {', '.join(sorted(task.annotations - {'label'}))} (image "
+                        f"labels only), so it cannot serve {task.name}; accepted: a source with annotations "
+                        f"(coco, voc, shapes, tfrecord)")
 
     def prepare(example):
         """Example dict -> (uint8 image at input size, target)."""
@@ -236,7 +203,7 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
         image = tf.saturate_cast(tf.round(image), tf.uint8)
         target = parser.target(example)
         if one_hot:
-            target = tf.one_hot(target, num_classes, dtype=tf.float32)
+            target = parser.one_hot(target, num_classes)
         return image, target
 
     autotune = tf.data.AUTOTUNE
@@ -244,8 +211,8 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
     if isinstance(source, Records):
         kept, slices = _record_slices(source, parser)
         if not kept:
-            raise DataError(f"{_source_name(source)} has no images with a {task} target "
-                            f"({'a box' if parser.needs_boxes else 'an image label'}); check its annotations")
+            raise DataError(f"{_source_name(source)} has no images with a {task.name} target (its annotations "
+                            f"need {', '.join(sorted(task.annotations))}); check its annotations")
         dataset = tf.data.Dataset.from_tensor_slices(slices)
         if training and not cache:
             dataset = dataset.shuffle(len(kept), seed=seed, reshuffle_each_iteration=True)

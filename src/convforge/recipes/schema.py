@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
 
 from convforge.errors import close_matches
 
+# The built-in tasks, as the registry (convforge.tasks) lists them; a task registered later is accepted too.
 TASKS = ("classification", "localization")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
@@ -342,12 +343,13 @@ def augmentation_arguments(entry):
     return [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
 
 
-def augmentation_tasks(name, entry):
-    """Return the tasks an augmentation serves (its entry's `tasks`, else all but label mixers' non-tasks)."""
-    tasks = getattr(entry, "tasks", None)
-    if tasks is not None:
-        return tuple(tasks)
-    return ("classification",) if name in CLASSIFICATION_ONLY_AUGMENTATIONS else TASKS
+def augmentation_carries(name, entry):
+    """Return the annotation kinds an augmentation carries (its entry's `carries`; with the fallback names,
+    label mixers carry labels only and the others every kind)."""
+    carries = getattr(entry, "carries", None)
+    if carries is not None:
+        return frozenset(carries)
+    return frozenset({"label"}) if name in CLASSIFICATION_ONLY_AUGMENTATIONS else frozenset({"label", "boxes"})
 
 
 class Augmentation(BaseModel):
@@ -647,6 +649,44 @@ class ExportSection(_Section):
         return value if value is None else _check_writable(value)
 
 
+def _task_names():
+    """The registered task names (the built-in ones when the registry cannot be imported)."""
+    try:
+        from convforge.tasks import task_names
+    except ModuleNotFoundError as err:
+        if err.name not in ("convforge.tasks",):
+            raise
+        return TASKS
+    return task_names()
+
+
+def _task_class(name):
+    """The registered Task class of a name, or None when the registry cannot be imported."""
+    try:
+        from convforge.tasks import task_class
+    except ModuleNotFoundError as err:
+        if err.name not in ("convforge.tasks",):
+            raise
+        return None
+    return task_class(name)
+
+
+def _task_needs(name):
+    """The annotation kinds a registered task's targets are made of (labels only when unknown)."""
+    task = _task_class(name)
+    return task.annotations if task is not None else frozenset({"label"})
+
+
+def _pydantic_message(error, model):
+    """One pydantic error of a task's head options as this schema words its own: what is wrong, what is
+    accepted."""
+    if error["type"] == "extra_forbidden":
+        key = str(error["loc"][-1])
+        fields = list(model.model_fields)
+        return f"unknown field{close_matches(key, fields)}; accepted: {_accepted(fields)}"
+    return f"{error['msg']} (got {error.get('input')!r})"
+
+
 # ----------------------------------------------------------------------------------------------------- root
 
 class Recipe(_Section):
@@ -656,7 +696,9 @@ class Recipe(_Section):
         "pattern": r"^[A-Za-z0-9_.-]+$"})
     base: Optional[str] = Field(None, description="a recipe this one overrides (path relative to this file); "
                                                   "load_recipe resolves it")
-    task: Literal[TASKS] = "classification"
+    task: str = Field("classification", description="a registered task: " + ", ".join(TASKS))
+    head: dict[str, Any] = Field(default_factory=dict, description="the task's head and loss options "
+                                                                   "(see the task's Options)")
     model: ModelSection
     data: DataSection
     train: TrainSection = Field(default_factory=TrainSection)
@@ -673,16 +715,35 @@ class Recipe(_Section):
             raise ValueError(f"{value!r} cannot name a folder; accepted: letters, digits, '_', '.' and '-'")
         return value
 
+    @field_validator("task")
+    @classmethod
+    def _registered(cls, value):
+        names = _task_names()
+        if value not in names:
+            raise ValueError(f"{value!r} is not a task{close_matches(value, names)}; accepted: {_accepted(names)}")
+        return value
+
     @model_validator(mode="after")
     def _across_sections(self, info: ValidationInfo):
+        task = _task_class(self.task)
+        if task is not None:
+            try:
+                self.head = task.Options.model_validate(self.head).model_dump(mode="json")
+            except ValidationError as err:
+                first = err.errors()[0]
+                raise FieldError(("head", *first["loc"]), _pydantic_message(first, task.Options)) from None
+        needs = _task_needs(self.task)
         table = augmentation_table((info.context or {}).get("augmentations"))
         for i, aug in enumerate(self.data.augment):
-            tasks = augmentation_tasks(aug.name, table[aug.name])
-            if self.task not in tasks:
-                usable = [n for n, entry in table.items() if self.task in augmentation_tasks(n, entry)]
+            lost = sorted(needs - augmentation_carries(aug.name, table[aug.name]))
+            if lost:
+                usable = [n for n, entry in table.items() if needs <= augmentation_carries(n, entry)]
+                carries = augmentation_carries(aug.name, table[aug.name])
+                served = [n for n in _task_names() if _task_needs(n) <= carries] or ["no registered task"]
                 raise FieldError(("data", "augment", i, "name"),
-                                 f"{aug.name!r} serves {' and '.join(tasks)}, not {self.task}; accepted for "
-                                 f"{self.task}: {_accepted(usable)}")
+                                 f"{aug.name!r} serves {' and '.join(served)}, not {self.task}: it cannot carry "
+                                 f"the {', '.join(lost)} that {self.task} needs; accepted for {self.task}: "
+                                 f"{_accepted(usable)}")
         stop = self.train.early_stopping
         if stop is not None and stop.monitor.startswith("val_") and self.data.val is None:
             raise FieldError(("train", "early_stopping", "monitor"),

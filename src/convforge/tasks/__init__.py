@@ -1,23 +1,84 @@
-"""Tasks: a backbone plus the head, losses, metrics and decoding of one vision task."""
+"""Tasks: a registry of everything task-specific (head, losses, metrics, targets, decoding), one file each.
+
+Adding a task is adding a module here (and its head under heads/) whose Task subclass carries
+`@register_task`; every module of this package is imported on the first look-up, so the registry knows the
+built-in tasks without a list. A task registered from anywhere else (a user's module, a test) counts alike.
+"""
+import importlib
+import pkgutil
+
 from convforge.errors import ModelError, close_matches
+from convforge.tasks.base import Parser, Task
 
-TASKS = ("classification", "localization")
+_REGISTRY = {}
+_DISCOVERED = []
 
-
-def get_task(name):
-    """Return the Task object for a task name, or raise ModelError listing the accepted names."""
-    if name == "classification":
-        from convforge.tasks.classification import Classification
-
-        return Classification()
-    if name == "localization":
-        from convforge.tasks.localization import Localization
-
-        return Localization()
-    raise ModelError(f"unknown task {name!r}{close_matches(name, TASKS)}; accepted: {', '.join(TASKS)}")
+__all__ = ["Task", "Parser", "register_task", "get_task", "task_class", "task_names", "task_of_model",
+           "load_model", "build_model", "TASKS"]
 
 
-PRECISIONS = ("trained", "float32")
+def register_task(cls):
+    """Class decorator: register a Task subclass under its `name` (a later one of the same name replaces it)."""
+    if not (isinstance(cls, type) and issubclass(cls, Task) and cls.name):
+        raise ModelError(f"{cls!r} cannot be registered as a task; accepted: a Task subclass with a name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _discover():
+    """Import every module of this package once, so the built-in tasks register themselves."""
+    if _DISCOVERED:
+        return
+    _DISCOVERED.append(True)
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def task_names():
+    """The names of every registered task, sorted."""
+    _discover()
+    return tuple(sorted(_REGISTRY))
+
+
+def task_class(name):
+    """The Task subclass registered as `name`, or raise ModelError listing the accepted names."""
+    _discover()
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown task {name!r}{close_matches(str(name), _REGISTRY)}; accepted: "
+                         f"{', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def get_task(name, options=None, **kwargs):
+    """Return the Task object for a task name with its head options (a recipe's `head:` section)."""
+    return task_class(name)(options, **kwargs)
+
+
+def task_of_model(model, folder=None):
+    """The Task a trained model was made for: its run's recipe.yaml when `folder` has one, else the one task
+    whose output structure the model has; raise ModelError when neither tells."""
+    import pathlib
+
+    if folder is not None and (pathlib.Path(folder) / "recipe.yaml").exists():
+        import yaml
+
+        data = yaml.safe_load((pathlib.Path(folder) / "recipe.yaml").read_text(encoding="utf-8")) or {}
+        return get_task(data.get("task", "classification"), data.get("head") or {})
+    _discover()
+    matches = [cls for cls in _REGISTRY.values() if cls.recognizes(model)]
+    if len(matches) != 1:
+        found = ", ".join(sorted(c.name for c in matches)) or "none"
+        raise ModelError(f"cannot tell the task of model {model.name!r} (its outputs fit: {found}); accepted: a "
+                         f"model.keras inside its run folder (with recipe.yaml)")
+    return matches[0]()
+
+
+def __getattr__(name):
+    # TASKS stays a name of this package for callers that read it; it is the registry's current list.
+    if name == "TASKS":
+        return task_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_model(path, precision="trained"):
@@ -28,11 +89,10 @@ def load_model(path, precision="trained"):
     """
     import keras
 
-    # Importing the task and layer modules runs their register_keras_serializable decorators (BoxOrder, LRN,
+    # Importing the layer and head modules runs their register_keras_serializable decorators (BoxOrder, LRN,
     # ImageFilter ...); without them a localization model cannot be read back in a fresh process.
+    import convforge.heads  # noqa: F401
     import convforge.layers  # noqa: F401
-    import convforge.tasks.classification  # noqa: F401
-    import convforge.tasks.localization  # noqa: F401
 
     if precision not in PRECISIONS:
         raise ModelError(f"precision {precision!r} is not accepted; accepted: {', '.join(PRECISIONS)}")
@@ -44,11 +104,14 @@ def load_model(path, precision="trained"):
     return model
 
 
-def build_model(name, task="classification", num_classes=None, input_shape=None, **options):
-    """Build the keras.Model of architecture `name` for `task` ("classification" or "localization")."""
+PRECISIONS = ("trained", "float32")
+
+
+def build_model(name, task="classification", num_classes=None, input_shape=None, head=None, **options):
+    """Build the keras.Model of architecture `name` for `task`; `head`: the task's head options (a dict)."""
     from convforge.registry import get_spec
 
-    task_obj = get_task(task)
+    task_obj = get_task(task, head)
     spec = get_spec(name)
     dtype = options.pop("dtype", None)
     return task_obj.build_model(spec.name, input_shape, spec.num_classes if num_classes is None else num_classes,

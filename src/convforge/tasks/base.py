@@ -1,17 +1,63 @@
-"""What a task is: the one place that knows a model's head, its losses, metrics and how to read predictions."""
+"""What a task is: the one place that knows a model's head, its losses, metrics, data targets and decoding.
+
+A task is a `Task` subclass registered with `@register_task` under its `name`. It declares everything the rest
+of convforge asks a task for, so no module outside tasks/ branches on a task's name:
+
+- `Options`: the typed `head:` section of a recipe (head and loss settings), a pydantic model;
+- `annotations`: the annotation kinds its targets are made of ("label", "boxes", ...), which every
+  augmentation of its recipe must carry (`convforge check` refuses one that cannot);
+- `parser`: which records qualify and what target each example trains on (TF Model Garden's parser);
+- `build_model`, `compile_args`, `adapt_targets`, `inference_model`: the model and how it trains;
+- `evaluate` / `headline_metric` / `higher_is_better`: how it is measured and which number judges exports;
+- `describe`: what `convforge predict` prints for one image; `recognizes`: whether a bare model is its kind.
+
+Importing a task module must not import TensorFlow or Keras (recipes are validated without them): Keras work
+happens inside the methods.
+"""
+import dataclasses
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict
+
+
+class NoOptions(BaseModel):
+    """The head section of a task that takes no options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclasses.dataclass(frozen=True)
+class Parser:
+    """A task's view of an example: which records qualify and what target it trains on."""
+
+    keeps_record: Callable  # record dict -> bool (Records, checked in Python so emptiness is known early)
+    keeps_example: Callable  # example dict of tensors -> tf.bool (Examples, checked in the graph)
+    target: Callable  # example dict of tensors -> target tensors
+    # target, num_classes -> soft (one-hot) target, for label smoothing and label-mixing augmentations;
+    # None where the target has no class distribution to soften.
+    one_hot: Callable | None = None
 
 
 class Task:
-    """Base class of tasks; subclasses fill in the head, losses, metrics and decoding."""
+    """Base class of tasks; subclasses fill in the head, losses, metrics, targets and decoding."""
 
     name = ""
     # The one number an artifact is judged by (a key of evaluate()'s result), a fraction in [0, 1].
     headline_metric = "accuracy"
-    # Whether the data pipeline must deliver one-hot (soft) labels, e.g. for label smoothing or MixUp.
-    needs_one_hot = False
+    higher_is_better = True
+    # The annotation kinds the task's targets are made of; augmentations must carry each of them.
+    annotations = frozenset({"label"})
+    Options = NoOptions
+    parser: Parser = None
+
+    def __init__(self, options=None, **kwargs):
+        """Validate the head options (a dict or an Options instance, plus keyword overrides)."""
+        if isinstance(options, BaseModel):
+            options = options.model_dump()
+        self.options = self.Options.model_validate({**(options or {}), **kwargs})
 
     def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):
-        """Return the keras.Model for this task on the named backbone."""
+        """Return the keras.Model for this task on the named backbone (options: the backbone's)."""
         raise NotImplementedError
 
     def compile_args(self, model, label_smoothing=0.0, one_hot=False, aux_loss_weight=0.3):
@@ -37,6 +83,19 @@ class Task:
     def describe(self, outputs, class_names, top_k=3):
         """Turn one image's model outputs into a printable result (top classes, a box ...)."""
         raise NotImplementedError
+
+    @classmethod
+    def recognizes(cls, model):
+        """Whether a bare model's outputs have this task's structure (for a .keras without its recipe)."""
+        return False
+
+    def boxes_of(self, targets):
+        """The boxes (B, N, 4), normalized [ymin, xmin, ymax, xmax], that a box-moving augmentation moves."""
+        raise NotImplementedError(f"task {self.name!r} has no boxes")
+
+    def with_boxes(self, targets, boxes):
+        """The targets with their boxes replaced by `boxes` (B, N, 4) after a geometric augmentation."""
+        raise NotImplementedError(f"task {self.name!r} has no boxes")
 
 
 class _Predictor:

@@ -1,24 +1,44 @@
 """Image classification: softmax over classes, top-1/top-5 accuracy, confusion matrix."""
 import numpy as np
-import keras
 
-from convforge.backbones import build_backbone
-from convforge.backbones.googlenet import strip_aux
-from convforge.tasks.base import Task
+from convforge.tasks import register_task
+from convforge.tasks.base import Parser, Task
 
 
+def _label(example):
+    """The image-level class id."""
+    return example["label"]
+
+
+def _one_hot(target, num_classes):
+    """A class id as a one-hot float32 distribution (for label smoothing, MixUp and CutMix)."""
+    import tensorflow as tf
+
+    return tf.one_hot(target, num_classes, dtype=tf.float32)
+
+
+@register_task
 class Classification(Task):
-    """Classify the whole image into one of num_classes; GoogLeNet's auxiliary heads join the training loss."""
+    """Classify the whole image into one of num_classes; GoogLeNet's auxiliary heads join the training loss.
+
+    Target: the int32 class id, or a float32 one-hot (num_classes,) when the recipe softens labels.
+    """
 
     name = "classification"
+    parser = Parser(keeps_record=lambda r: r.get("label") is not None, keeps_example=lambda e: e["label"] >= 0,
+                    target=_label, one_hot=_one_hot)
 
     def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):
         """Return the backbone with its classification top."""
+        from convforge.backbones import build_backbone
+
         return build_backbone(architecture, input_shape=input_shape, num_classes=num_classes, include_top=True,
                               dtype=dtype, **(options or {}))
 
     def compile_args(self, model, label_smoothing=0.0, one_hot=False, aux_loss_weight=0.3):
         """Cross-entropy on every output (auxiliary ones weighted), accuracy and top-5 on the main one."""
+        import keras
+
         if one_hot or label_smoothing:
             loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
             metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
@@ -42,10 +62,19 @@ class Classification(Task):
 
     def inference_model(self, model):
         """Drop GoogLeNet's auxiliary classifiers, which exist only to help training."""
+        from convforge.backbones.googlenet import strip_aux
+
         return strip_aux(model)
+
+    @classmethod
+    def recognizes(cls, model):
+        """One (batch, classes) output."""
+        return len(model.outputs) == 1 and not isinstance(model.output, dict) and len(model.output.shape) == 2
 
     def evaluate(self, model, dataset, class_names, out_dir=None):
         """Top-1 and top-5 accuracy and the confusion matrix (written as PNG and kept in the result)."""
+        import keras
+
         if isinstance(model, keras.Model):
             model = self.inference_model(model)
         labels, probs = [], []

@@ -1,89 +1,110 @@
-"""Single-object localization: the class of the main object and its box, from one regression head."""
-import numpy as np
-import keras
-from keras import layers, ops
+"""Single-object localization: the class of the main object and its box, from one regression head.
 
-from convforge.backbones import build_backbone
-from convforge.backbones.common import head_dtype
-from convforge.tasks.base import Task
+Target: {"label": int32 class id, "box": float32 [ymin, xmin, ymax, xmax] normalized to 0..1} of the largest
+non-crowd object; boxes stay normalized, so resizing leaves them valid.
+"""
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from convforge.tasks import register_task
+from convforge.tasks.base import Parser, Task
 from convforge.tasks.classification import _name
 
 
-def box_iou(a, b):
-    """IoU of matching boxes [ymin, xmin, ymax, xmax] (any backend tensors or arrays, last axis 4)."""
-    inter_h = ops.maximum(ops.minimum(a[..., 2], b[..., 2]) - ops.maximum(a[..., 0], b[..., 0]), 0.0)
-    inter_w = ops.maximum(ops.minimum(a[..., 3], b[..., 3]) - ops.maximum(a[..., 1], b[..., 1]), 0.0)
-    inter = inter_h * inter_w
-    area_a = ops.maximum(a[..., 2] - a[..., 0], 0.0) * ops.maximum(a[..., 3] - a[..., 1], 0.0)
-    area_b = ops.maximum(b[..., 2] - b[..., 0], 0.0) * ops.maximum(b[..., 3] - b[..., 1], 0.0)
-    return inter / (area_a + area_b - inter + 1e-7)
+def _largest_box_index(example):
+    """Index of the largest non-crowd box of an example (normalized area ranks like pixel area)."""
+    import tensorflow as tf
+
+    boxes = example["boxes"]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return tf.argmax(tf.where(example["is_crowd"], -1.0, area), output_type=tf.int32)
 
 
-@keras.saving.register_keras_serializable(package="convforge")
-class GIoULoss(keras.losses.Loss):
-    """1 - generalized IoU (Rezatofighi et al., CVPR 2019): a box loss that still has a gradient when boxes
-    do not overlap, unlike 1 - IoU."""
+def _has_box(example):
+    """Whether an example has a non-crowd object."""
+    import tensorflow as tf
 
-    def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, y_pred.dtype)
-        iou = box_iou(y_true, y_pred)
-        inter_h = ops.maximum(ops.minimum(y_true[..., 2], y_pred[..., 2]) - ops.maximum(y_true[..., 0], y_pred[..., 0]), 0.0)
-        inter_w = ops.maximum(ops.minimum(y_true[..., 3], y_pred[..., 3]) - ops.maximum(y_true[..., 1], y_pred[..., 1]), 0.0)
-        area_t = (y_true[..., 2] - y_true[..., 0]) * (y_true[..., 3] - y_true[..., 1])
-        area_p = ops.maximum(y_pred[..., 2] - y_pred[..., 0], 0.0) * ops.maximum(y_pred[..., 3] - y_pred[..., 1], 0.0)
-        union = area_t + area_p - inter_h * inter_w
-        hull = ((ops.maximum(y_true[..., 2], y_pred[..., 2]) - ops.minimum(y_true[..., 0], y_pred[..., 0]))
-                * (ops.maximum(y_true[..., 3], y_pred[..., 3]) - ops.minimum(y_true[..., 1], y_pred[..., 1])))
-        return 1.0 - (iou - (hull - union) / (hull + 1e-7))
+    return tf.reduce_any(tf.logical_not(example["is_crowd"]))
 
 
-@keras.saving.register_keras_serializable(package="convforge")
-class MeanBoxIoU(keras.metrics.MeanMetricWrapper):
-    """Mean IoU between predicted and true boxes."""
+def _target(example):
+    """The class and box of the example's largest non-crowd object."""
+    import tensorflow as tf
 
-    def __init__(self, name="iou", dtype=None):
-        super().__init__(fn=lambda t, p: box_iou(ops.cast(t, p.dtype), p), name=name, dtype=dtype)
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
+    i = _largest_box_index(example)
+    return {"label": tf.cast(example["classes"][i], tf.int32), "box": tf.cast(example["boxes"][i], tf.float32)}
 
 
+class LocalizationOptions(BaseModel):
+    """The `head:` section of a localization recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+    box_loss: Literal["giou", "l1"] = Field("giou", description="GIoU (a gradient even without overlap) or L1")
+    box_loss_weight: float = Field(1.0, gt=0, description="weight of the box loss against the class loss")
+    hidden_units: int = Field(256, ge=1, description="width of the box regressor's hidden layer")
+
+
+@register_task
 class Localization(Task):
     """Predict the class of the image's main object and its box (normalized [ymin, xmin, ymax, xmax])."""
 
     name = "localization"
     headline_metric = "accuracy_at_iou50"
-
-    def __init__(self, box_loss="giou"):
-        self.box_loss = box_loss
+    annotations = frozenset({"label", "boxes"})
+    Options = LocalizationOptions
+    parser = Parser(keeps_record=lambda r: any(not o.get("iscrowd") for o in r.get("objects", ())),
+                    keeps_example=_has_box, target=_target)
 
     def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):
         """Backbone features, global-average pooled, into a softmax class head and a sigmoid box head."""
-        from convforge.backbones.common import precision
+        import keras
+
+        from convforge.backbones import build_backbone
+        from convforge.backbones.common import head_dtype, precision
+        from convforge.heads.localization import localization_head
 
         backbone = build_backbone(architecture, input_shape=input_shape, include_top=False, pooling="avg",
                                   dtype=dtype, **(options or {}))
         with precision(dtype):
-            features = backbone.output
-            label = layers.Dense(num_classes, activation="softmax", dtype=head_dtype(), name="label")(features)
-            hidden = layers.Dense(256, activation="relu", name="box_hidden")(features)
-            raw = layers.Dense(4, activation="sigmoid", dtype=head_dtype(), name="box_raw")(hidden)
-            box = BoxOrder(name="box")(raw)
-        return keras.Model(backbone.input, {"label": label, "box": box}, name=f"{architecture}_localization")
+            outputs = localization_head(backbone.output, num_classes, self.options.hidden_units, head_dtype())
+        return keras.Model(backbone.input, outputs, name=f"{architecture}_localization")
 
     def compile_args(self, model, label_smoothing=0.0, one_hot=False, aux_loss_weight=0.3):
         """Cross-entropy for the class, GIoU (or L1) for the box; accuracy and mean IoU as metrics."""
+        import keras
+
+        from convforge.heads.localization import GIoULoss, MeanBoxIoU
+
         if one_hot or label_smoothing:
             cls_loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
             acc = keras.metrics.CategoricalAccuracy(name="accuracy")
         else:
             cls_loss = keras.losses.SparseCategoricalCrossentropy()
             acc = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        box_loss = GIoULoss() if self.box_loss == "giou" else keras.losses.MeanAbsoluteError()
-        return dict(loss={"label": cls_loss, "box": box_loss}, metrics={"label": [acc], "box": [MeanBoxIoU()]})
+        box_loss = GIoULoss() if self.options.box_loss == "giou" else keras.losses.MeanAbsoluteError()
+        return dict(loss={"label": cls_loss, "box": box_loss},
+                    loss_weights={"label": 1.0, "box": self.options.box_loss_weight},
+                    metrics={"label": [acc], "box": [MeanBoxIoU()]})
+
+    @classmethod
+    def recognizes(cls, model):
+        """A dict output with `label` and `box`."""
+        return isinstance(model.output, dict) and set(model.output) == {"label", "box"}
+
+    def boxes_of(self, targets):
+        """The one box per image as (B, 1, 4)."""
+        return targets["box"][:, None, :]
+
+    def with_boxes(self, targets, boxes):
+        """The targets with the moved box."""
+        return {**targets, "box": boxes[:, 0, :]}
 
     def evaluate(self, model, dataset, class_names, out_dir=None):
         """Class accuracy, mean IoU, and accuracy@IoU>=0.5 (right class and a box overlapping >= 0.5)."""
+        from convforge.heads.localization import box_iou
+
         labels, boxes, pred_labels, pred_boxes = [], [], [], []
         for images, targets in dataset:
             out = model(images, training=False)
@@ -105,17 +126,3 @@ class Localization(Task):
         i = int(probs.argmax())
         box = [round(float(v), 4) for v in np.asarray(outputs["box"], dtype="float32").reshape(-1)]
         return [{"class": _name(class_names, i), "probability": float(probs[i]), "box": box}]
-
-
-@keras.saving.register_keras_serializable(package="convforge")
-class BoxOrder(layers.Layer):
-    """Turn four free sigmoid outputs into a valid box: ymin <= ymax and xmin <= xmax."""
-
-    receptive_field_passthrough = True
-
-    def call(self, x):
-        y0, x0, y1, x1 = x[..., 0], x[..., 1], x[..., 2], x[..., 3]
-        return ops.stack([ops.minimum(y0, y1), ops.minimum(x0, x1), ops.maximum(y0, y1), ops.maximum(x0, x1)], -1)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape

@@ -66,9 +66,11 @@ def _common(recipe, num_classes, one_hot):
     # A recipe's own stats are on the 0..255 pixel scale; build_dataset and the saved preprocessing take 0..1.
     normalize = data.normalize if isinstance(data.normalize, str) else (
         [m / 255.0 for m in data.normalize.mean], [s / 255.0 for s in data.normalize.std])
-    return dict(task=recipe.task, input_shape=input_shape_of(recipe), batch_size=data.batch_size,
-                normalize=normalize, one_hot=one_hot if recipe.task == "classification" else False,
-                num_classes=num_classes)
+    from convforge.tasks import get_task
+
+    task = get_task(recipe.task, recipe.head)
+    return dict(task=task, input_shape=input_shape_of(recipe), batch_size=data.batch_size,
+                normalize=normalize, one_hot=one_hot and task.parser.one_hot is not None, num_classes=num_classes)
 
 
 def plain_train_dataset(recipe):

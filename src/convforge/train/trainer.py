@@ -173,7 +173,7 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
     backup_dir = run_dir / "backup"
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
-    task = get_task(recipe.task)
+    task = get_task(recipe.task, recipe.head)
     data = datasets_for_recipe(recipe, task, skip_epochs=initial_epoch)
     num_classes = recipe.model.num_classes or len(data.class_names)
     input_shape = input_shape_of(recipe)

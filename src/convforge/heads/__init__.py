@@ -1,0 +1,6 @@
+"""Heads: what a task puts on a backbone's feature levels, as Keras layers and functions of tensors.
+
+Importing this package registers every head's custom Keras objects (layers, losses, metrics), so a saved model
+that uses them loads in a fresh process.
+"""
+from convforge.heads import localization  # noqa: F401
