@@ -249,7 +249,8 @@ def test_voc(tmp_path):
 def test_tfrecord_round_trip(train, tmp_path):
     paths = data.write_tfrecord(train, tmp_path / "tfr" / "train", num_shards=3)
     assert [os.path.basename(p) for p in paths] == [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
-    assert sorted(os.listdir(tmp_path / "tfr")) == sorted([os.path.basename(p) for p in paths] + ["classes.txt"])
+    assert sorted(os.listdir(tmp_path / "tfr")) == sorted([os.path.basename(p) for p in paths] +
+                                                          ["classes.txt", "keypoints.txt"])
     examples = data.tfrecord(tmp_path / "tfr" / "train")
     assert examples.class_names == train.class_names
     by_id = {str(r["image_id"]): r for r in train}

@@ -11,7 +11,8 @@ import convforge
 from convforge.cli import main as cli_main
 from convforge.errors import ModelError, RecipeError
 from convforge.recipes import load_recipe
-from convforge.tasks import Parser, Task, get_task, register_task, task_names, task_of_model
+from convforge.tasks import (Parser, Task, get_task, register_task, task_names, task_of_model,
+                             unregister_task)
 from smallmodels import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def test_builtin_tasks_register_themselves():
         get_task("localisation")
 
 
-def _count_target(example):
+def _count_target(example, context):
     """How many objects the image holds."""
     import tensorflow as tf
 
@@ -39,7 +40,6 @@ class CountOptions(BaseModel):
     hidden_units: int = 16
 
 
-@register_task
 class ObjectCount(Task):
     """A toy task defined in this test file only: regress the number of shapes in the image."""
 
@@ -70,6 +70,14 @@ class ObjectCount(Task):
 
     def boxes_of(self, targets):
         raise AssertionError("no augmentation moves boxes in this test")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _registered():
+    """Register the test's task for this module only, so other modules see the built-in registry."""
+    register_task(ObjectCount)
+    yield
+    unregister_task(ObjectCount.name)
 
 
 def test_a_task_registered_outside_convforge_trains_through_the_recipe(tmp_path, monkeypatch):

@@ -29,7 +29,10 @@ BOX_FORMAT = "xyxy"
 
 
 # Every annotation kind a record can carry (see data.records); photometric augmentations carry all of them.
-ANNOTATION_KINDS = frozenset({"label", "boxes"})
+ANNOTATION_KINDS = frozenset({"label", "boxes", "masks", "keypoints"})
+# What the geometric ones carry today: their boxes move with the pixels; masks and keypoints do not move yet,
+# so a task that needs them is refused these augmentations rather than trained on misaligned targets.
+GEOMETRIC = frozenset({"label", "boxes"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +118,10 @@ def _cutmix(ctx, alpha=1.0):
 
 LABEL_ONLY = frozenset({"label"})
 AUGMENTATIONS = {
-    "flip": Augmentation(_flip, moves_boxes=True),
-    "crop": Augmentation(_crop, moves_boxes=True),
-    "translate": Augmentation(_translate, moves_boxes=True),
-    "rotate": Augmentation(_rotate, moves_boxes=True),
+    "flip": Augmentation(_flip, GEOMETRIC, moves_boxes=True),
+    "crop": Augmentation(_crop, GEOMETRIC, moves_boxes=True),
+    "translate": Augmentation(_translate, GEOMETRIC, moves_boxes=True),
+    "rotate": Augmentation(_rotate, GEOMETRIC, moves_boxes=True),
     "color_jitter": Augmentation(_color_jitter),
     # RandAugment's shears and translations have no verified box path yet, so it carries image labels only.
     "rand_augment": Augmentation(_rand_augment, LABEL_ONLY),

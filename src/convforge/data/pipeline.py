@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from convforge.data.augment import build_augmenter, check_augment, mixes_labels
+from convforge.data.instances import (DEFAULT_MAX_INSTANCES, ParseContext, keypoints_array, rasterize_all,
+                                      segmentation_text)
 from convforge.data.records import Examples, ImageArrays, Records
 from convforge.errors import DataError, close_matches
 
@@ -101,10 +103,11 @@ def _to_channels(image, channels):
     return image
 
 
-def _record_slices(records, parser):
-    """The per-image tensors of usable Records: paths, labels and ragged boxes/classes/crowd flags."""
+def _record_slices(records, parser, num_keypoints):
+    """The per-image tensors of usable Records: paths, labels and ragged per-object annotations (boxes, classes,
+    crowd flags, segmentation JSON, normalized keypoints)."""
     kept = [r for r in records if parser.keeps_record(r)]
-    lengths, boxes, classes, crowd = [], [], [], []
+    lengths, boxes, classes, crowd, segmentations, keypoints = [], [], [], [], [], []
     for r in kept:
         objects = r.get("objects", ())
         lengths.append(len(objects))
@@ -113,9 +116,13 @@ def _record_slices(records, parser):
             boxes.append([y / r["height"], x / r["width"], (y + h) / r["height"], (x + w) / r["width"]])
             classes.append(o["category_id"])
             crowd.append(bool(o.get("iscrowd")))
+            segmentations.append(segmentation_text(o))
+            keypoints.append(keypoints_array(o, r["width"], r["height"], num_keypoints))
 
     def ragged(values, dtype, shape):
-        return tf.RaggedTensor.from_row_lengths(np.asarray(values, dtype).reshape(shape), lengths)
+        # The object count leads explicitly: with K = 0 keypoints, -1 could not be inferred from zero values.
+        array = np.asarray(values, dtype).reshape((len(values), *shape[1:]))
+        return tf.RaggedTensor.from_row_lengths(array, lengths)
 
     return kept, {
         "path": [r["image_path"] for r in kept],
@@ -123,6 +130,8 @@ def _record_slices(records, parser):
         "boxes": ragged(boxes, np.float32, (-1, 4)),
         "classes": ragged(classes, np.int32, (-1,)),
         "is_crowd": ragged(crowd, bool, (-1,)),
+        "segmentation": ragged(segmentations, object, (-1,)),
+        "keypoints": ragged(keypoints, np.float32, (-1, num_keypoints, 3)),
         "source_id": [str(r.get("image_id", r["image_path"])) for r in kept],
     }
 
@@ -134,7 +143,7 @@ def _source_name(source):
 
 def build_dataset(records_or_source, task, input_shape, batch_size, training, *, cache=False,
                   shuffle_buffer=1000, augment=(), normalize="imagenet", seed=None, deterministic=None,
-                  drop_remainder=False, one_hot=None, num_classes=None):
+                  drop_remainder=False, one_hot=None, num_classes=None, max_instances=DEFAULT_MAX_INSTANCES):
     """Return a tf.data.Dataset of (images float32 (B, H, W, C), targets) for a task.
 
     Args:
@@ -153,6 +162,7 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
             True for evaluation, whose batches must line up with the records they came from.
         one_hot: one-hot classification labels; None means "when augment mixes labels".
         num_classes: for one_hot when the source has no class names.
+        max_instances: multi-instance targets are padded (or cut) to this many objects per image.
 
     Examples:
         >>> ds = build_dataset(digits("train"), "classification", (32, 32, 1), 64, True,
@@ -196,12 +206,21 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
                         f"labels only), so it cannot serve {task.name}; accepted: a source with annotations "
                         f"(coco, voc, shapes, tfrecord)")
 
+    keypoint_names = getattr(source, "keypoint_names", None) or []
+    context = ParseContext(height, width, max_instances, len(keypoint_names))
+    wants_masks = "masks" in task.annotations
+
     def prepare(example):
         """Example dict -> (uint8 image at input size, target)."""
+        if wants_masks:
+            size = tf.shape(example["image"])
+            masks = tf.numpy_function(rasterize_all, [example["segmentation"], size[0], size[1], height, width],
+                                      tf.uint8, stateful=False)
+            example = {**example, "masks": tf.ensure_shape(masks, [None, height, width])}
         image = _to_channels(example["image"], channels)
         image = tf.image.resize(image, (height, width), method="bilinear")
         image = tf.saturate_cast(tf.round(image), tf.uint8)
-        target = parser.target(example)
+        target = parser.target(example, context)
         if one_hot:
             target = parser.one_hot(target, num_classes)
         return image, target
@@ -209,7 +228,7 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
     autotune = tf.data.AUTOTUNE
     shuffled_early = False
     if isinstance(source, Records):
-        kept, slices = _record_slices(source, parser)
+        kept, slices = _record_slices(source, parser, len(keypoint_names))
         if not kept:
             raise DataError(f"{_source_name(source)} has no images with a {task.name} target (its annotations "
                             f"need {', '.join(sorted(task.annotations))}); check its annotations")

@@ -21,7 +21,11 @@ of them into training targets (TF Model Garden's decoder / parser split):
 
       {"image": uint8 (H, W, C),  "label": int32 (-1 when unknown),
        "boxes": float32 (N, 4) normalized [ymin, xmin, ymax, xmax],  "classes": int32 (N,),
-       "is_crowd": bool (N,),  "source_id": string}
+       "is_crowd": bool (N,),  "segmentation": string (N,) COCO JSON ("" when none),
+       "keypoints": float32 (N, K, 3) normalized x, y and visibility,  "source_id": string}
+
+  Tasks that need masks get them rasterized from `segmentation` at the training size, and every per-object
+  kind padded to `max_instances` (data.instances).
 
 Images are checked here, when a source is built, so that the tf.data pipeline only ever sees files it can
 decode: a failure inside a running input pipeline would end training, a skipped file costs one warning.
@@ -39,7 +43,7 @@ DECODABLE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
-EXAMPLE_KEYS = ("image", "label", "boxes", "classes", "is_crowd", "source_id")
+EXAMPLE_KEYS = ("image", "label", "boxes", "classes", "is_crowd", "segmentation", "keypoints", "source_id")
 
 
 class DataWarning(UserWarning):
@@ -91,6 +95,7 @@ class Examples:
     dataset: Any
     class_names: list | None = None
     source: str = ""
+    keypoint_names: list | None = None
 
     @property
     def num_classes(self):

@@ -403,6 +403,8 @@ class DataSection(_Section):
     shuffle_buffer: NonNegInt = 1000
     normalize: Normalize = Field("imagenet", description="imagenet | unit | {mean: [...], std: [...]}")
     augment: list[Augmentation] = Field(default_factory=list)
+    max_instances: PosInt = Field(100, description="objects per image that multi-instance targets are padded "
+                                                   "(or cut) to")
     strict: Bool = Field(False, description="fail on unreadable or unlabeled examples instead of skipping")
 
     @model_validator(mode="before")

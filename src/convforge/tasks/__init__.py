@@ -13,7 +13,7 @@ from convforge.tasks.base import Parser, Task
 _REGISTRY = {}
 _DISCOVERED = []
 
-__all__ = ["Task", "Parser", "register_task", "get_task", "task_class", "task_names", "task_of_model",
+__all__ = ["Task", "Parser", "register_task", "unregister_task", "get_task", "task_class", "task_names", "task_of_model",
            "load_model", "build_model", "TASKS"]
 
 
@@ -23,6 +23,11 @@ def register_task(cls):
         raise ModelError(f"{cls!r} cannot be registered as a task; accepted: a Task subclass with a name")
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def unregister_task(name):
+    """Remove a registered task (a plugin's or a test's); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
 
 
 def _discover():

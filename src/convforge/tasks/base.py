@@ -32,7 +32,7 @@ class Parser:
 
     keeps_record: Callable  # record dict -> bool (Records, checked in Python so emptiness is known early)
     keeps_example: Callable  # example dict of tensors -> tf.bool (Examples, checked in the graph)
-    target: Callable  # example dict of tensors -> target tensors
+    target: Callable  # (example dict of tensors, data.instances.ParseContext) -> target tensors
     # target, num_classes -> soft (one-hot) target, for label smoothing and label-mixing augmentations;
     # None where the target has no class distribution to soften.
     one_hot: Callable | None = None

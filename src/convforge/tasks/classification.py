@@ -5,7 +5,7 @@ from convforge.tasks import register_task
 from convforge.tasks.base import Parser, Task
 
 
-def _label(example):
+def _label(example, context):
     """The image-level class id."""
     return example["label"]
 

@@ -29,7 +29,7 @@ def _has_box(example):
     return tf.reduce_any(tf.logical_not(example["is_crowd"]))
 
 
-def _target(example):
+def _target(example, context):
     """The class and box of the example's largest non-crowd object."""
     import tensorflow as tf
 

@@ -70,7 +70,8 @@ def _common(recipe, num_classes, one_hot):
 
     task = get_task(recipe.task, recipe.head)
     return dict(task=task, input_shape=input_shape_of(recipe), batch_size=data.batch_size,
-                normalize=normalize, one_hot=one_hot and task.parser.one_hot is not None, num_classes=num_classes)
+                normalize=normalize, one_hot=one_hot and task.parser.one_hot is not None, num_classes=num_classes,
+                max_instances=data.max_instances)
 
 
 def plain_train_dataset(recipe):

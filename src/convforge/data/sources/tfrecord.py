@@ -13,12 +13,15 @@ Feature spec (one Example per image; the object lists are parallel, one entry pe
     image/object/bbox/ymax      float[]
     image/object/class/label    int64[]  contiguous class ids
     image/object/is_crowd       int64[]  1 for crowd / difficult objects (optional, default 0)
+    image/object/segmentation   bytes[]  each object's COCO segmentation (polygons or RLE) as JSON, b"" when
+                                         it has none (optional); rasterized at the training size when read
+    image/object/keypoints      float[]  K x (x, y, v) per object, x and y normalized to 0..1 (optional)
 
 Shards are named `<prefix>-00000-of-00004.tfrecord`; the class names go one per line into `classes.txt`
-in the same folder. Because the images travel inside the records, `tfrecord()` does not return Records
+in the same folder, and the keypoint names (which give K and the left/right flip pairs) into
+`keypoints.txt`. Because the images travel inside the records, `tfrecord()` does not return Records
 (which point at files) but `Examples`: a tf.data.Dataset of decoded example dicts, the same dicts the
-pipeline makes from Records (see records.EXAMPLE_KEYS), plus the class names read from classes.txt.
-Masks and keypoints are not stored yet; a later task that needs them adds features here.
+pipeline makes from Records (see records.EXAMPLE_KEYS), plus the class and keypoint names.
 """
 import io
 import os
@@ -26,11 +29,13 @@ import uuid
 
 import numpy as np
 
+from convforge.data.instances import keypoints_array, segmentation_text
 from convforge.data.records import Examples, Records
 from convforge.errors import DataError
 
 _SUFFIX = ".tfrecord"
 CLASSES_FILE = "classes.txt"
+KEYPOINTS_FILE = "keypoints.txt"
 
 
 def _encoded(path):
@@ -50,7 +55,7 @@ def _encoded(path):
     return out.getvalue(), b"png"
 
 
-def _example(record):
+def _example(record, num_keypoints=0):
     """One record as a serialized tf.train.Example following the module's feature spec."""
     import tensorflow as tf
 
@@ -81,6 +86,10 @@ def _example(record):
         "image/object/bbox/ymax": floats((boxes[:, 1] + boxes[:, 3]) / h),
         "image/object/class/label": ints([o["category_id"] for o in objects]),
         "image/object/is_crowd": ints([o.get("iscrowd", 0) for o in objects]),
+        "image/object/segmentation": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[segmentation_text(o).encode() for o in objects])),
+        "image/object/keypoints": floats(np.concatenate(
+            [keypoints_array(o, w, h, num_keypoints).reshape(-1) for o in objects] or [np.zeros(0)])),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
@@ -110,26 +119,32 @@ def write_tfrecord(records, out_prefix, num_shards=1):
     out_prefix = os.path.abspath(os.fspath(out_prefix))
     folder = os.path.dirname(out_prefix)
     os.makedirs(folder, exist_ok=True)
-    finals = shard_names(out_prefix, num_shards) + [os.path.join(folder, CLASSES_FILE)]
+    keypoint_names = list(records.keypoint_names or [])
+    finals = shard_names(out_prefix, num_shards) + [os.path.join(folder, KEYPOINTS_FILE),
+                                                    os.path.join(folder, CLASSES_FILE)]
     tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     temps = [f + tag for f in finals]
     try:
         for temp, part in zip(temps, np.array_split(np.arange(len(records)), num_shards)):
             with tf.io.TFRecordWriter(temp) as writer:
                 for i in part:
-                    writer.write(_example(records[int(i)]))
+                    writer.write(_example(records[int(i)], len(keypoint_names)))
+        with open(temps[-2], "w", encoding="utf-8") as f:
+            f.write("".join(f"{name}\n" for name in keypoint_names))
         with open(temps[-1], "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in records.class_names))
         for temp, final in zip(temps, finals):
+            if final.endswith(KEYPOINTS_FILE) and not keypoint_names:
+                continue  # a dataset without keypoints writes no keypoints.txt
             os.replace(temp, final)
     finally:
         for temp in temps:
             if os.path.exists(temp):
                 os.remove(temp)
-    return finals[:-1]
+    return finals[:-2]
 
 
-def _parse(serialized):
+def _parse(serialized, num_keypoints=0):
     """A serialized Example as the pipeline's example dict, image decoded."""
     import tensorflow as tf
 
@@ -143,6 +158,8 @@ def _parse(serialized):
               "image/object/bbox/xmax")}
     lists["image/object/class/label"] = tf.io.VarLenFeature(tf.int64)
     lists["image/object/is_crowd"] = tf.io.VarLenFeature(tf.int64)
+    lists["image/object/segmentation"] = tf.io.VarLenFeature(tf.string)
+    lists["image/object/keypoints"] = tf.io.VarLenFeature(tf.float32)
     features = tf.io.parse_single_example(serialized, {**scalar, **lists})
     dense = {k: tf.sparse.to_dense(features[k]) for k in lists}
     boxes = tf.stack([dense[f"image/object/bbox/{k}"] for k in ("ymin", "xmin", "ymax", "xmax")], axis=-1)
@@ -150,9 +167,16 @@ def _parse(serialized):
     crowd = dense["image/object/is_crowd"]
     # Writers that leave out is_crowd get zeros, one per object.
     crowd = tf.concat([crowd, tf.zeros(tf.shape(classes)[:1] - tf.shape(crowd)[:1], tf.int64)], 0) > 0
+    count = tf.shape(classes)[:1]
+    # Writers that leave out segmentations or keypoints get empty ones, one per object.
+    segmentation = dense["image/object/segmentation"]
+    segmentation = tf.concat([segmentation, tf.fill(count - tf.shape(segmentation)[:1], "")], 0)
+    keypoints = dense["image/object/keypoints"]
+    keypoints = tf.concat([keypoints, tf.zeros(count * num_keypoints * 3 - tf.shape(keypoints)[:1])], 0)
     image = tf.io.decode_image(features["image/encoded"], channels=0, expand_animations=False)
     return {"image": image, "label": tf.cast(features["image/class/label"], tf.int32),
             "boxes": tf.reshape(boxes, [-1, 4]), "classes": classes, "is_crowd": crowd,
+            "segmentation": segmentation, "keypoints": tf.reshape(keypoints, [-1, num_keypoints, 3]),
             "source_id": features["image/source_id"]}
 
 
@@ -177,12 +201,19 @@ def tfrecord(pattern, class_names=None):
     if not files:
         raise DataError(f"no TFRecord files match {pattern}; pass a glob such as 'data/train-*.tfrecord' "
                         f"or the out_prefix given to write_tfrecord")
+    folder = os.path.dirname(files[0])
     if class_names is None:
-        classes_file = os.path.join(os.path.dirname(files[0]), CLASSES_FILE)
-        if os.path.exists(classes_file):
-            with open(classes_file, encoding="utf-8") as f:
-                class_names = [line.rstrip("\n") for line in f if line.strip()]
+        class_names = _lines(os.path.join(folder, CLASSES_FILE))
+    keypoint_names = _lines(os.path.join(folder, KEYPOINTS_FILE)) or []
     dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
         tf.data.TFRecordDataset, cycle_length=min(len(files), 4), num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
-    return Examples(dataset, class_names, f"tfrecord({pattern})")
+    dataset = dataset.map(lambda record: _parse(record, len(keypoint_names)), num_parallel_calls=tf.data.AUTOTUNE)
+    return Examples(dataset, class_names, f"tfrecord({pattern})", keypoint_names=keypoint_names or None)
+
+
+def _lines(path):
+    """The non-empty lines of a text file beside the shards, or None when it does not exist."""
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
