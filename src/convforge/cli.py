@@ -133,9 +133,7 @@ def cmd_data_shapes(args):
     """Write the procedural shapes set as a COCO dataset (images + instances JSON per split)."""
     from convforge.data import generate_shapes
 
-    objects = tuple(int(v) for v in args.objects.split(","))
-    if len(objects) == 1:
-        objects = objects * 2
+    objects = args.objects
     classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
     kwargs = dict(n=args.n, size=args.size, seed=args.seed, val_fraction=args.val_fraction, objects=objects,
                   rotate=not args.no_rotate)
@@ -342,19 +340,27 @@ def cmd_export(args):
     out = args.out or (recipe.export.out_dir if recipe and recipe.export.out_dir else
                        os.path.join("saved_models", recipe.name if recipe else model_path.parent.name))
     preprocessing = labels = None
-    if run is not None and (run / "preprocessing.json").exists():
-        preprocessing = json.loads((run / "preprocessing.json").read_text())
+    # What the run saved beside its model: the preprocessing contract and the class names.
+    if (model_path.parent / "preprocessing.json").exists():
+        preprocessing = json.loads((model_path.parent / "preprocessing.json").read_text())
     if (model_path.parent / "class_names.json").exists():
         labels = json.loads((model_path.parent / "class_names.json").read_text()) or None
     representative = validation = metric = None
     metric_name, thresholds = "accuracy", {}
+    if args.calibration and "tflite_int8" in formats:
+        from convforge.export.calibration import UNIT_SCALE, calibration_images
+        from convforge.export.saved_model import input_spec
+
+        representative = calibration_images(args.calibration, input_spec(model), preprocessing)
+        print(f"export: {len(representative)} calibration images from {args.calibration}"
+              + ("" if preprocessing else f", normalized as {UNIT_SCALE}"), file=sys.stderr)
     if recipe is not None:
         from convforge.tasks import get_task
         from convforge.train.datasets import datasets_for_recipe, plain_train_dataset
 
         task = get_task(recipe.task, recipe.head)
         data = datasets_for_recipe(recipe, task)
-        if "tflite_int8" in formats:
+        if "tflite_int8" in formats and representative is None:
             # Calibrate on training images as the model sees them at inference (no augmentation); the val
             # split stays unseen, for judging.
             wanted, batches = recipe.export.representative_size, []
@@ -368,9 +374,10 @@ def cmd_export(args):
             validation, metric_name = data.val, task.headline_metric
             metric = functools.partial(task.score, class_names=data.class_names)
         thresholds = recipe.export.max_metric_drop()
-    elif "tflite_int8" in formats:
-        raise ConvforgeError("tflite_int8 needs calibration images: export a recipe or a run folder with "
-                             "its recipe.yaml, or leave tflite_int8 out of --formats")
+    elif "tflite_int8" in formats and representative is None:
+        raise ConvforgeError("tflite_int8 needs calibration images: pass --calibration IMAGE_FOLDER|INPUTS.npy, "
+                             "export a recipe or a run folder with its recipe.yaml, or leave tflite_int8 out of "
+                             "--formats")
     result = exporter.export(model, out, formats, representative=representative, preprocessing=preprocessing,
                              with_preprocessing=args.with_preprocessing and preprocessing is not None,
                              allow_flex=args.allow_flex,
@@ -429,9 +436,29 @@ def cmd_compare(args):
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with convforge's error contract: one line naming the problem, exit code 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"convforge: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _pair(text):
+    """Parse 'MIN,MAX' (or one number for both) into two positive ints for argparse."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1 or values[0] > values[1]:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN,MAX with 1 <= MIN <= MAX, e.g. 2,5")
+    return values
+
+
 def build_parser():
     """Return the argparse parser of the `convforge` command."""
-    parser = argparse.ArgumentParser(prog="convforge", description=__doc__.split(":")[0])
+    parser = _Parser(prog="convforge", description=__doc__.split(":")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list registered architectures with params and MACs")
@@ -478,7 +505,7 @@ def build_parser():
     q.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--val-fraction", type=float, default=0.2)
-    q.add_argument("--objects", default="1,1", help="MIN,MAX shapes per image (default: 1,1)")
+    q.add_argument("--objects", type=_pair, default=(1, 1), help="MIN,MAX shapes per image (default: 1,1)")
     q.add_argument("--classes", help="comma-separated subset of circle,rectangle,triangle,star")
     q.add_argument("--no-rotate", action="store_true", help="draw shapes upright")
     q.set_defaults(func=cmd_data_shapes)
@@ -524,6 +551,9 @@ def build_parser():
     p.add_argument("--formats", help="comma-separated: saved_model,tflite,tflite_fp16,tflite_dynamic,tflite_int8,onnx "
                                      "(default: the recipe's export.formats)")
     p.add_argument("--out", help="output folder (default: the recipe's export.out_dir or saved_models/NAME)")
+    p.add_argument("--calibration", metavar="PATH",
+                   help="int8 calibration images: an image folder (normalized by the preprocessing.json saved "
+                        "beside the model, else pixels/255) or an .npy array of normalized inputs")
     p.add_argument("--with-preprocessing", action="store_true",
                    help="the SavedModel takes raw uint8 images of any size and resizes/normalizes them itself")
     p.add_argument("--allow-flex", action="store_true", help="allow TensorFlow (SELECT_TF_OPS) ops in TFLite")
@@ -576,6 +606,16 @@ def main(argv=None):
     except ConvforgeError as err:
         print(f"convforge: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("convforge: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug, not bad input: still one line, with the way to the traceback
+        if os.environ.get("CONVFORGE_DEBUG"):
+            raise
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        print(f"convforge: internal error: {type(err).__name__}: {first[:300]} (run with CONVFORGE_DEBUG=1 for "
+              f"the traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -138,12 +138,7 @@ def find_model_path(out_dir, card, model=None):
 def load_keras_model(path, shape):
     """Load a .keras file and check that its input matches the export's (H, W, C); raise ConvforgeError."""
 
-    try:
-        model = load_model(path)
-    except (ValueError, OSError) as error:
-        first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise ConvforgeError(f"model file {path!r} could not be loaded ({first[:200]}); accepted: a .keras "
-                             f"file saved by Keras 3") from None
+    model = load_model(path)  # a ModelError in one sentence for a missing, bad or hostile file
     got = tuple(model.input_shape[1:])
     if got != tuple(shape):
         raise ConvforgeError(f"model file {path!r} takes input {list(got)}, the export {list(shape)}; accepted: "
@@ -153,13 +148,10 @@ def load_keras_model(path, shape):
 
 def _inputs(out_dir, card, batch):
     """Batch-1 and batch-B float32 inputs built from the folder's check images (tiled to B)."""
-    from convforge.export.verify import CHECK_FILE, CHECK_SEED, check_images
+    from convforge.export.verify import saved_check_images
 
     shape = tuple(card["input"]["shape"][1:])
-    path = os.path.join(out_dir, CHECK_FILE)
-    images = np.load(path) if os.path.exists(path) else check_images(
-        shape, card["verification"].get("images", 4), card["verification"].get("seed", CHECK_SEED))
-    images = np.asarray(images, dtype=np.float32)
+    images = saved_check_images(out_dir, card)
     return images[:1], np.resize(images, (batch, *shape))
 
 

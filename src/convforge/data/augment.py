@@ -3,7 +3,8 @@
 Each entry of AUGMENTATIONS is data: the Keras layer it builds, the annotation kinds it carries (an image
 label survives any of them; boxes only the geometric ones that move them, or the photometric ones that leave
 them where they are), whether it moves boxes and whether it mixes labels. A task's annotations
-(`Task.annotations`) must all be carried by every augmentation of its recipe. A recipe lists them by name, with optional arguments::
+(`Task.annotations`) must all be carried by every augmentation of its recipe. A recipe lists them by name,
+with optional arguments::
 
     augment: [flip, {name: crop, zoom: 0.2}, {color_jitter: {hue: 0.0}}, mixup]
 

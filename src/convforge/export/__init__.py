@@ -28,20 +28,18 @@ from convforge.errors import ExportError, close_matches
 from convforge.export.card import CARD_JSON, CARD_MD, sha256_path, size_bytes, versions, write_card
 from convforge.export.judge import (DEFAULT_MAX_DROP, judge, keras_scorer, score, top1_accuracy,
                                     validation_batches)
-from convforge.export.onnx import ONNX_FILE
 from convforge.export.saved_model import (INPUT_NAME, check_preprocessing, input_spec, preprocess,
                                           resolve_output_names, serving_function, write_saved_model)
-from convforge.export.tflite import INT8_IO, TFLITE_FORMATS
-from convforge.export.verify import (CHECK_FILE, CHECK_SEED, FP32_FORMATS, QUANTIZED_FORMATS, FlexUnavailable,
+from convforge.export.formats import FORMATS as TABLE
+from convforge.export.formats import FP32_FORMATS, NAMES, QUANTIZED_FORMATS, TFLITE_FORMATS
+from convforge.export.tflite import INT8_IO
+from convforge.export.verify import (CHECK_FILE, CHECK_SEED, FlexUnavailable,
                                      check_artifact, check_images, check_uint8_images, compare_quantized,
                                      named_outputs, runner, verify_dir)
 from convforge.precision import float32_copy, model_precision
 
-FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx")
-ARTIFACTS = {"saved_model": "saved_model", **TFLITE_FORMATS, "onnx": ONNX_FILE}
-PRECISION = {"saved_model": "float32", "tflite": "float32", "tflite_fp16": "float16 weights",
-             "tflite_dynamic": "int8 weights, dynamic-range activations", "tflite_int8": "int8 (full integer)",
-             "onnx": "float32"}
+FORMATS = NAMES
+ARTIFACTS = {name: row.file for name, row in TABLE.items()}
 # Calibration gains little past a few hundred images, and they are held in memory.
 MAX_REPRESENTATIVE = 500
 CHECK_IMAGES = 4
@@ -171,7 +169,7 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
                             calibration, allow_flex, int8_io, opset)
             staged[fmt] = path
             entry = {"format": fmt, "file": ARTIFACTS[fmt], "bytes": size_bytes(path), "sha256": sha256_path(path),
-                     "precision": PRECISION[fmt]}
+                     "precision": TABLE[fmt].precision}
             if fmt == "tflite_int8":
                 entry["io_dtype"] = int8_io
             scored = scoring is not None and not (fmt == "saved_model" and with_preprocessing)

@@ -150,9 +150,50 @@ def read_card(out_dir):
     path = os.path.join(out_dir, CARD_JSON)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            card = json.load(f)
     except FileNotFoundError:
         raise ExportError(f"{out_dir} has no {CARD_JSON}; accepted: a folder written by convforge.export") from None
-    except json.JSONDecodeError as error:
-        raise ExportError(f"{path} is not valid JSON ({error.msg}); accepted: the card convforge.export "
-                          f"wrote") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ExportError(f"{path} is not valid JSON ({getattr(error, 'msg', error)}); accepted: the card "
+                          f"convforge.export wrote") from None
+    except OSError as error:
+        raise ExportError(f"{path} cannot be read ({error.strerror}); accepted: a readable card.json") from None
+    check_card(card, path)
+    return card
+
+
+# What verify and bench read from a card: (dotted key, type); a card missing one of them cannot be checked.
+_CARD_FIELDS = (("model", dict), ("input", dict), ("input.shape", list), ("outputs", list), ("artifacts", list),
+                ("verification", dict), ("verification.max_abs_diff", (int, float)))
+
+
+def check_card(card, path=CARD_JSON):
+    """Raise ExportError naming the first key a card lacks (or holds with the wrong type), or an artifact entry
+    that names a file other than its format's (a card must not send verify outside its folder)."""
+    from convforge.export.formats import FORMATS
+
+    def lookup(key):
+        node = card
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    for key, kind in _CARD_FIELDS:
+        value = lookup(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ExportError(f"{path}: {key} is missing or not a {getattr(kind, '__name__', 'number')}; "
+                              f"accepted: the card convforge.export wrote")
+    shape = card["input"]["shape"]
+    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+        raise ExportError(f"{path}: input.shape {shape} is not [None, H, W, C]; accepted: the card convforge.export "
+                          f"wrote")
+    for i, entry in enumerate(card["artifacts"]):
+        fmt = entry.get("format") if isinstance(entry, dict) else None
+        if fmt not in FORMATS or entry.get("file") != FORMATS[fmt].file or not isinstance(entry.get("sha256"), str):
+            raise ExportError(f"{path}: artifacts[{i}] is not an artifact entry (format, its file, sha256); "
+                              f"accepted: formats {', '.join(FORMATS)} with their own file names")
+    for i, output in enumerate(card["outputs"]):
+        if not (isinstance(output, dict) and isinstance(output.get("name"), str)):
+            raise ExportError(f"{path}: outputs[{i}] has no name; accepted: the card convforge.export wrote")

@@ -9,11 +9,9 @@ recipe's threshold for that format.
 import numpy as np
 
 from convforge.errors import ExportError
+from convforge.export.formats import DEFAULT_MAX_DROP  # noqa: F401  (the formats table's defaults, re-exported)
 from convforge.export.verify import compare_quantized, named_outputs
 
-# Points of the headline metric a format may lose against Keras when the caller gives no threshold.
-# "float32_copy": what the float32 copy of a mixed-precision model may lose against the model as trained.
-DEFAULT_MAX_DROP = {"tflite_fp16": 0.5, "tflite_dynamic": 1.0, "tflite_int8": 1.0, "float32_copy": 1.0}
 
 
 def validation_batches(source, shape, limit=None):

@@ -9,9 +9,10 @@ import logging
 import re
 
 from convforge.errors import ExportError
+from convforge.export.formats import FORMATS
 from convforge.export.saved_model import INPUT_NAME
 
-ONNX_FILE = "model.onnx"
+ONNX_FILE = FORMATS["onnx"].file
 _XLA_ATTRS = ("_XlaMustCompile", "_noinline")
 
 

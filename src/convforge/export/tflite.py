@@ -8,14 +8,8 @@ import re
 import numpy as np
 
 from convforge.errors import ExportError
+from convforge.export.formats import TFLITE_FORMATS  # noqa: F401  (format name -> file name, for callers)
 
-# format name -> file name
-TFLITE_FORMATS = {
-    "tflite": "model.tflite",
-    "tflite_fp16": "model_fp16.tflite",
-    "tflite_dynamic": "model_dynamic.tflite",
-    "tflite_int8": "model_int8.tflite",
-}
 INT8_IO = ("int8", "uint8")
 
 

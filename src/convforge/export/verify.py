@@ -12,10 +12,9 @@ import time
 import numpy as np
 
 from convforge.errors import ExportError
+from convforge.export.formats import FP32_FORMATS, QUANTIZED_FORMATS
 from convforge.export.saved_model import INPUT_NAME, looks_like_probabilities, flatten_outputs
 
-FP32_FORMATS = ("saved_model", "tflite", "onnx")
-QUANTIZED_FORMATS = ("tflite_fp16", "tflite_dynamic", "tflite_int8")
 CHECK_SEED = 1234
 
 
@@ -34,6 +33,25 @@ CHECK_FILE = "check_images.npy"
 def check_images(shape, count=4, seed=CHECK_SEED):
     """Seeded standard-normal float32 images [count, H, W, C]: normalized inputs when none are given."""
     return np.random.default_rng(seed).standard_normal((count, *shape)).astype(np.float32)
+
+
+def saved_check_images(out_dir, card):
+    """The check images an export kept (check_images.npy), else the card's seeded ones; raise ExportError for
+    a file that is not a float array of the card's input shape (pickled objects are never loaded)."""
+    shape = tuple(card["input"]["shape"][1:])
+    path = os.path.join(out_dir, CHECK_FILE)
+    if not os.path.exists(path):
+        verification = card["verification"]
+        return check_images(shape, verification.get("images", 4), verification.get("seed", CHECK_SEED))
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ExportError(f"{path} is not a numpy array file ({str(error).splitlines()[0][:120]}); accepted: the "
+                          f"check_images.npy convforge.export wrote") from None
+    if images.ndim != 4 or tuple(images.shape[1:]) != shape or images.dtype.kind != "f":
+        raise ExportError(f"{path} holds {images.dtype} {images.shape}, not float images "
+                          f"[N, {', '.join(map(str, shape))}]; accepted: the check_images.npy convforge.export wrote")
+    return images.astype(np.float32)
 
 
 def check_uint8_images(shape, count=4, seed=CHECK_SEED):
@@ -235,7 +253,8 @@ def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, late
 def verify_dir(out_dir, model=None, threads=1):
     """Re-verify an export folder from its card.json: hashes, then each artifact against a reference.
 
-    The reference is `model` (Keras; its float32 copy when it computes in mixed precision) when given, else the float32 SavedModel (without served preprocessing),
+    The reference is `model` (Keras; its float32 copy when it computes in mixed precision) when given, else the
+    float32 SavedModel (without served preprocessing),
     model.tflite or model.onnx, whichever the folder has first. Inputs are the card's seeded check images.
     Returns {file: report}; raises ExportError on a changed file or a float32 artifact over tolerance.
     """
@@ -247,11 +266,7 @@ def verify_dir(out_dir, model=None, threads=1):
     tolerance = card["verification"]["max_abs_diff"]
     names = [o["name"] for o in card["outputs"]]
     served = card["input"].get("served_preprocessing")
-    if os.path.exists(os.path.join(out_dir, CHECK_FILE)):
-        images = np.load(os.path.join(out_dir, CHECK_FILE))
-    else:
-        images = check_images(shape, card["verification"].get("images", 4),
-                              card["verification"].get("seed", CHECK_SEED))
+    images = saved_check_images(out_dir, card)
     raw = check_uint8_images(shape, len(images)) if served else None
     artifacts = card["artifacts"]
     for entry in artifacts:

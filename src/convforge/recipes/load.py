@@ -19,6 +19,10 @@ from pydantic import BaseModel, Tag, ValidationError
 from convforge.errors import RecipeError, close_matches
 from convforge.recipes.schema import SOURCE_CLASSES, FieldError, Recipe
 
+# A recipe is a page of YAML; megabytes are an accident or an attack (a 50 MB file took 860 MB to check).
+MAX_RECIPE_BYTES = 4 * 2 ** 20
+
+
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader reading floats as YAML 1.2 does: `1e-3`, `1E5` and `.5` are numbers.
 
@@ -98,9 +102,15 @@ def _read_yaml(path):
     """Return the mapping in one YAML file, or raise RecipeError naming the file and line."""
     label = _display(path)
     try:
+        size = Path(path).stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{label}: {size / 2 ** 20:.1f} MiB is not a recipe; accepted: a YAML file under "
+                              f"{MAX_RECIPE_BYTES // 2 ** 20} MiB")
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{label}: recipe file not found") from None
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{label}: not UTF-8 text (byte {err.start}); accepted: a YAML recipe file") from None
     except OSError as err:
         raise RecipeError(f"{label}: cannot read the recipe ({err.strerror})") from None
     try:

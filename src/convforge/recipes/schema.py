@@ -42,12 +42,13 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
                       ValidationInfo, field_validator, model_validator)
 
 from convforge.errors import close_matches
+from convforge.export.formats import FORMATS as _FORMAT_TABLE
 
 # The built-in tasks, as the registry (convforge.tasks) lists them; a task registered later is accepted too.
 TASKS = ("classification", "localization")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
-EXPORT_FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx")
+EXPORT_FORMATS = tuple(_FORMAT_TABLE)
 NORMALIZATIONS = ("imagenet", "unit")
 SPLITS = ("train", "val")
 # Used until convforge.data.augment (which owns the real table) can be imported.
@@ -632,8 +633,7 @@ class ExportSection(_Section):
 
     def max_metric_drop(self):
         """{format: points of the task metric it may lose against Keras}, as convforge.export takes it."""
-        return {"tflite_int8": self.int8_max_accuracy_drop, "tflite_dynamic": self.dynamic_max_accuracy_drop,
-                "tflite_fp16": self.fp16_max_accuracy_drop}
+        return {name: getattr(self, row.drop_field) for name, row in _FORMAT_TABLE.items() if row.drop_field}
 
     @field_validator("formats")
     @classmethod
