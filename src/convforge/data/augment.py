@@ -24,6 +24,7 @@ import dataclasses
 import inspect
 from typing import Callable
 
+from convforge.data.instances import flip_pairs
 from convforge.errors import DataError, close_matches
 
 BOX_FORMAT = "xyxy"
@@ -31,9 +32,8 @@ BOX_FORMAT = "xyxy"
 
 # Every annotation kind a record can carry (see data.records); photometric augmentations carry all of them.
 ANNOTATION_KINDS = frozenset({"label", "boxes", "masks", "keypoints"})
-# What the geometric ones carry today: their boxes move with the pixels; masks and keypoints do not move yet,
-# so a task that needs them is refused these augmentations rather than trained on misaligned targets.
-GEOMETRIC = frozenset({"label", "boxes"})
+# The geometric ones move boxes, masks and keypoints with the pixels (move_spatial).
+GEOMETRIC = ANNOTATION_KINDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,11 +195,13 @@ def mixes_labels(augment):
     return any(AUGMENTATIONS[name].mixes_labels for name, _ in parse_augment(augment) if name in AUGMENTATIONS)
 
 
-def build_augmenter(augment, task, input_shape, seed=None):
+def build_augmenter(augment, task, input_shape, seed=None, keypoint_names=None):
     """Return fn(images, targets) -> (images, targets) applying the list to a batch, or None when empty.
 
-    images: float32 (B, H, W, C) in 0..255. targets: the task's (a Task); where it has boxes, the geometric
-    steps move them through `task.boxes_of` / `task.with_boxes` (normalized [ymin, xmin, ymax, xmax]).
+    images: float32 (B, H, W, C) in 0..255. targets: the task's (a Task). A geometric step draws one random
+    transformation per image and applies it to the image and to every spatial kind of the targets
+    (`task.spatial_of` / `task.with_spatial`): boxes, instance masks (nearest neighbour) and keypoints, whose
+    left/right names (`keypoint_names`) swap on a horizontal flip.
     """
     import tensorflow as tf
 
@@ -217,7 +219,8 @@ def build_augmenter(augment, task, input_shape, seed=None):
         except (ValueError, TypeError, NotImplementedError) as exc:
             raise DataError(f"augmentation {name!r} rejected its arguments {kwargs}: {exc}") from None
         steps.append((spec, layer))
-    scale = tf.constant([width, height, width, height], tf.float32)
+    pairs = flip_pairs(keypoint_names)
+    spatial = task.annotations & SPATIAL_KINDS
 
     def apply(images, targets):
         """Run every step on one batch."""
@@ -225,16 +228,70 @@ def build_augmenter(augment, task, input_shape, seed=None):
             if spec.mixes_labels:
                 out = layer({"images": images, "labels": targets}, training=True)
                 images, targets = out["images"], tf.cast(out["labels"], tf.float32)
-            elif "boxes" in task.annotations and spec.moves_boxes:
-                y0, x0, y1, x1 = tf.unstack(task.boxes_of(targets), axis=-1)
-                boxes = tf.stack([x0, y0, x1, y1], -1) * scale
-                out = layer({"images": images, "bounding_boxes": {
-                    "boxes": boxes, "labels": tf.zeros(tf.shape(boxes)[:2], tf.int32)}}, training=True)
-                x0, y0, x1, y1 = tf.unstack(tf.cast(out["bounding_boxes"]["boxes"], tf.float32) / scale, axis=-1)
-                moved = tf.clip_by_value(tf.stack([y0, x0, y1, x1], -1), 0.0, 1.0)
-                images, targets = out["images"], task.with_boxes(targets, moved)
+            elif spatial and spec.moves_boxes:
+                transformation = layer.get_random_transformation(images, training=True)
+                moved = move_spatial(layer, transformation, task.spatial_of(targets), (height, width), pairs)
+                images = layer.transform_images(images, transformation, training=True)
+                targets = task.with_spatial(targets, moved)
             else:
                 images = layer(images, training=True)
         return tf.cast(images, tf.float32), targets
 
     return apply
+
+
+SPATIAL_KINDS = frozenset({"boxes", "masks", "keypoints"})
+# Keypoints travel as boxes this many pixels wide around them: Keras moves boxes, not points, and a box
+# symmetric about its point keeps the point at its centre under flips, shifts, zooms and rotations.
+_POINT_HALF_WIDTH = 0.5
+
+
+def move_spatial(layer, transformation, kinds, size, pairs=()):
+    """Apply one drawn transformation of a Keras geometric layer to boxes, masks and keypoints alike.
+
+    kinds: {"boxes": (B, N, 4) normalized [ymin, xmin, ymax, xmax], "masks": (B, N, H, W) uint8,
+    "keypoints": (B, N, K, 3) normalized x, y and visibility}, any subset. Boxes are clipped to the image; a
+    keypoint that leaves the image becomes invisible (v = 0, at 0, 0); on images the layer flipped
+    horizontally, left and right keypoints (`pairs`) trade places.
+    """
+    import tensorflow as tf
+
+    height, width = size
+    scale = tf.constant([width, height, width, height], tf.float32)
+
+    def move_boxes(yxyx):
+        """Normalized yxyx boxes (B, N, 4) through the layer's box path (absolute xyxy, as BOX_FORMAT says)."""
+        y0, x0, y1, x1 = tf.unstack(tf.cast(yxyx, tf.float32), axis=-1)
+        boxes = tf.stack([x0, y0, x1, y1], -1) * scale
+        out = layer.transform_bounding_boxes({"boxes": boxes, "labels": tf.zeros(tf.shape(boxes)[:2], tf.int32)},
+                                             transformation, training=True)
+        x0, y0, x1, y1 = tf.unstack(tf.cast(out["boxes"], tf.float32) / scale, axis=-1)
+        return tf.clip_by_value(tf.stack([y0, x0, y1, x1], -1), 0.0, 1.0)
+
+    moved = {}
+    if "boxes" in kinds:
+        moved["boxes"] = move_boxes(kinds["boxes"])
+    if "masks" in kinds:
+        masks = tf.transpose(kinds["masks"], [0, 2, 3, 1])  # the instances become channels of one image
+        masks = layer.transform_segmentation_masks(tf.cast(masks, tf.float32), transformation, training=True)
+        moved["masks"] = tf.cast(tf.round(tf.transpose(masks, [0, 3, 1, 2])), kinds["masks"].dtype)
+    if "keypoints" in kinds:
+        points = tf.cast(kinds["keypoints"], tf.float32)
+        shape = tf.shape(points)
+        x, y, v = points[..., 0], points[..., 1], points[..., 2]
+        dx, dy = _POINT_HALF_WIDTH / width, _POINT_HALF_WIDTH / height
+        boxes = tf.reshape(tf.stack([y - dy, x - dx, y + dy, x + dx], -1), [shape[0], -1, 4])
+        boxes = tf.reshape(move_boxes(boxes), tf.concat([shape[:3], [4]], 0))
+        inside = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1]) & (v > 0)
+        x = tf.where(inside, (boxes[..., 1] + boxes[..., 3]) / 2, 0.0)
+        y = tf.where(inside, (boxes[..., 0] + boxes[..., 2]) / 2, 0.0)
+        points = tf.stack([x, y, tf.where(inside, v, 0.0)], -1)
+        flips = transformation.get("flips") if isinstance(transformation, dict) else None
+        if pairs and flips is not None and getattr(layer, "mode", "") in ("horizontal", "horizontal_and_vertical"):
+            order = list(range(points.shape[2]))
+            for left, right in pairs:
+                order[left], order[right] = right, left
+            flipped = tf.reshape(tf.cast(flips, tf.bool), [-1, 1, 1, 1])
+            points = tf.where(flipped, tf.gather(points, order, axis=2), points)
+        moved["keypoints"] = points
+    return moved

@@ -192,7 +192,8 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
         raise DataError(f"batch_size={batch_size!r} must be a positive integer")
     mean, std = normalization(normalize, channels)
     check_augment(augment, task)
-    augmenter = build_augmenter(augment, task, (height, width, channels), seed) if training else None
+    augmenter = (build_augmenter(augment, task, (height, width, channels), seed,
+                                 getattr(source, "keypoint_names", None)) if training else None)
     one_hot = mixes_labels(augment) if one_hot is None else one_hot
     if one_hot and parser.one_hot is None:
         raise DataError(f"one_hot (soft labels) does not apply to {task.name} targets; accepted: one_hot=False "

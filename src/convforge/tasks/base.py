@@ -89,13 +89,22 @@ class Task:
         """Whether a bare model's outputs have this task's structure (for a .keras without its recipe)."""
         return False
 
-    def boxes_of(self, targets):
-        """The boxes (B, N, 4), normalized [ymin, xmin, ymax, xmax], that a box-moving augmentation moves."""
-        raise NotImplementedError(f"task {self.name!r} has no boxes")
+    def spatial_of(self, targets):
+        """The spatial kinds of a batch's targets that a geometric augmentation moves: {"boxes" (B, N, 4)
+        normalized yxyx, "masks" (B, N, H, W), "keypoints" (B, N, K, 3)}; by default the keys of padded
+        instance targets (data.instances.pad_instances)."""
+        if not isinstance(targets, dict):
+            return {}
+        return {kind: targets[kind] for kind in ("boxes", "masks", "keypoints") if kind in targets}
 
-    def with_boxes(self, targets, boxes):
-        """The targets with their boxes replaced by `boxes` (B, N, 4) after a geometric augmentation."""
-        raise NotImplementedError(f"task {self.name!r} has no boxes")
+    def with_spatial(self, targets, moved):
+        """The targets with their moved kinds; an instance whose box left the image is no longer valid."""
+        targets = {**targets, **moved}
+        if "valid" in targets and "boxes" in moved:
+            boxes = moved["boxes"]
+            kept = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+            targets["valid"] = targets["valid"] & kept
+        return targets
 
 
 class _Predictor:

@@ -93,13 +93,13 @@ class Localization(Task):
         """A dict output with `label` and `box`."""
         return isinstance(model.output, dict) and set(model.output) == {"label", "box"}
 
-    def boxes_of(self, targets):
-        """The one box per image as (B, 1, 4)."""
-        return targets["box"][:, None, :]
+    def spatial_of(self, targets):
+        """The one box per image as boxes (B, 1, 4)."""
+        return {"boxes": targets["box"][:, None, :]}
 
-    def with_boxes(self, targets, boxes):
-        """The targets with the moved box."""
-        return {**targets, "box": boxes[:, 0, :]}
+    def with_spatial(self, targets, moved):
+        """The targets with the moved box (kept even if pushed partly out: the image's class stays)."""
+        return {**targets, "box": moved["boxes"][:, 0, :]}
 
     def evaluate(self, model, dataset, class_names, out_dir=None):
         """Class accuracy, mean IoU, and accuracy@IoU>=0.5 (right class and a box overlapping >= 0.5)."""
