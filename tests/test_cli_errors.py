@@ -118,3 +118,70 @@ def test_a_bare_keras_model_exports_all_six_formats_with_calibration(tmp_path, m
     assert cli_main(["export", "m.keras", "--calibration", "inputs.npy", "--formats", "tflite_int8",
                      "--out", "out_npy"]) == 0
     assert json.loads((tmp_path / "out_npy" / "card.json").read_text())["options"]["representative_images"] == 8
+
+
+def _png_claiming(path, width, height):
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data[12:29]  # b"IHDR" + 13 bytes of header
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    Path(path).write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("case", ["bomb_png", "out_is_file", "out_under_file", "clipnorm_mapping",
+                                  "alias_bomb", "huge_recipe", "empty_folder_run"])
+def test_hostile_inputs_of_the_probe_fail_in_one_line(case, hostile, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    good = str(hostile / "good.keras")
+    if case == "bomb_png":
+        _png_claiming(tmp_path / "bomb.png", 60000, 60000)
+        argv, message = ["predict", good, "bomb.png"], "could not be read"
+        from convforge.data.records import inspect_image
+
+        assert "DecompressionBomb" in inspect_image(tmp_path / "bomb.png")  # sources skip and count it
+    elif case == "out_is_file":
+        (tmp_path / "taken").write_text("a file")
+        argv, message = ["export", good, "--formats", "onnx", "--out", "taken"], "cannot write into"
+    elif case == "out_under_file":
+        (tmp_path / "taken").write_text("a file")
+        argv, message = ["export", good, "--formats", "onnx", "--out", "taken/sub"], "cannot write into"
+    elif case == "clipnorm_mapping":
+        argv, message = ["check", str(DIGITS), "--set", "train.optimizer.clipnorm={a: 1}"], "clipnorm"
+    elif case == "alias_bomb":
+        laughs = "{" + ", ".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9))
+        laughs = "{l0: &l0 [lol], " + laughs[1:] + "}"
+        argv, message = ["check", str(DIGITS), "--set", f"train.optimizer.clipnorm={laughs}"], "expands to more than"
+    elif case == "huge_recipe":
+        (tmp_path / "huge.yaml").write_text("name: x\n" + "# padding\n" * 500_000)
+        argv, message = ["check", "huge.yaml"], "is not a recipe"
+    else:
+        (tmp_path / "empty").mkdir()
+        argv = ["train", str(DIGITS), "--set", "data.train={source: image_folder, path: empty}", "--set",
+                "data.val=null", "--set", "model.num_classes=2"]
+        message = "empty"
+    before = _listing(tmp_path)
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert message in err, err
+    assert _listing(tmp_path) == before  # no half-written export, no empty run folder
+
+
+def test_cards_are_ordinary_readable_files(tmp_path):
+    model = convforge.build_model("lenet5", num_classes=3, input_shape=(32, 32, 1))
+    convforge.export(model, tmp_path / "out", formats=["onnx"], progress=None)
+    for name in ("card.json", "card.md"):
+        assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

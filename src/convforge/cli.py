@@ -270,7 +270,7 @@ def cmd_predict(args):
                 x = np.asarray(img, dtype="float32").reshape(1, *prep["resize"], prep["channels"])
         except FileNotFoundError:
             raise ConvforgeError(f"image {path!r} does not exist") from None
-        except (UnidentifiedImageError, OSError) as err:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
             raise ConvforgeError(f"image {path!r} could not be read: {err}") from None
         x = (x * prep["scale"] - np.asarray(prep["mean"], "float32")) / np.asarray(prep["std"], "float32")
         outputs = model(x, training=False)

@@ -20,7 +20,7 @@ def _load_image(image_path, height, width):
         with Image.open(path) as img:
             img = img.convert("RGB").resize((width, height), Image.BILINEAR)
             return np.asarray(img)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ConvforgeError(f"image {path!r} could not be read: {exc}") from None
 
 

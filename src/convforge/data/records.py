@@ -133,7 +133,8 @@ def inspect_image(path):
             image.verify()
     except FileNotFoundError:
         return "file not found"
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # A header claiming 60000x60000 is a decompression bomb: skipped and counted like any corrupt file.
         return f"unreadable image ({type(exc).__name__}: {exc})".rstrip()
     if fmt not in DECODABLE_FORMATS:
         return f"format {fmt} cannot be decoded by TensorFlow (accepted: {', '.join(DECODABLE_FORMATS)})"

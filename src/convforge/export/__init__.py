@@ -15,6 +15,7 @@ Examples:
     'passed'
 """
 import datetime
+import errno
 import hashlib
 import os
 import shutil
@@ -40,6 +41,8 @@ from convforge.precision import float32_copy, model_precision
 
 FORMATS = NAMES
 ARTIFACTS = {name: row.file for name, row in TABLE.items()}
+# A write that failed for the disk's sake, not the model's: the message names the disk.
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 # Calibration gains little past a few hundred images, and they are held in memory.
 MAX_REPRESENTATIVE = 500
 CHECK_IMAGES = 4
@@ -157,8 +160,14 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
 
     out_dir = os.path.abspath(str(out_dir))
     created = not os.path.exists(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".convforge-export-", dir=out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".convforge-export-", dir=out_dir)
+    except OSError as error:
+        if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        raise ExportError(f"cannot write into {out_dir} ({error.strerror}); accepted: a folder path that is not "
+                          f"a file and that this user can write") from None
     try:
         card_entries, staged = [], {}
         core = os.path.join(staging, "core_saved_model")
@@ -201,10 +210,13 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
         moves += [(os.path.join(staging, CHECK_FILE), CHECK_FILE)]
         moves += [(os.path.join(staging, CARD_JSON), CARD_JSON), (os.path.join(staging, CARD_MD), CARD_MD)]
         _commit(staging, out_dir, moves)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         if created and not os.listdir(out_dir):
             os.rmdir(out_dir)
+        if isinstance(error, OSError) and error.errno in _DISK_ERRORS:
+            raise ExportError(f"cannot write into {out_dir} ({error.strerror}); accepted: an output folder with "
+                              f"free space that this user can write") from error
         raise
     shutil.rmtree(staging, ignore_errors=True)
     say(f"export: {len(formats)} artifact(s) and the card in {out_dir}")
@@ -262,6 +274,13 @@ def _step(fmt, fn):
         return fn()
     except ExportError:
         raise
+    except OSError as error:
+        if error.errno in _DISK_ERRORS:
+            raise ExportError(f"{fmt}: cannot write the artifact ({error.strerror}); accepted: an output folder "
+                              f"with free space that this user can write") from error
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        raise ExportError(f"{fmt}: {type(error).__name__}: {first[:300]}; accepted: a model this format's "
+                          f"converter and runtime can hold") from error
     except Exception as error:
         first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
         raise ExportError(f"{fmt}: {type(error).__name__}: {first[:300]}; accepted: a model this format's "

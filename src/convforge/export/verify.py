@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from convforge.errors import ExportError
-from convforge.export.formats import FP32_FORMATS, QUANTIZED_FORMATS
+from convforge.export.formats import FORMATS, FP32_FORMATS, QUANTIZED_FORMATS
 from convforge.export.saved_model import INPUT_NAME, looks_like_probabilities, flatten_outputs
 
 CHECK_SEED = 1234
@@ -224,7 +224,8 @@ def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, late
     `trained_reference`: outputs of the mixed-precision model `reference` is the float32 copy of; its max |Δ|
     is reported as `max_abs_diff_vs_trained` and judged by nothing here (the task metric judges it).
     """
-    name = os.path.basename(os.path.normpath(path))
+    # The user's name for the artifact, not a staging folder's (the SavedModel is staged as core_saved_model).
+    name = FORMATS[fmt].file if fmt in FORMATS else os.path.basename(os.path.normpath(path))
     try:
         run, info = loaded or runner(fmt, path, threads)
     except FlexUnavailable as error:

@@ -38,9 +38,28 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def _load_yaml(text):
-    """Parse YAML text with the safe loader and YAML 1.2 floats."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass: no Python tags
+# Values a recipe may hold once YAML aliases are expanded: a real recipe has a few hundred; a "billion laughs"
+# alias chain grows to gigabytes when the merge and validation copy it.
+MAX_EXPANDED_VALUES = 20_000
+
+
+def _load_yaml(text, label="--set"):
+    """Parse YAML text with the safe loader and YAML 1.2 floats; refuse aliases that expand past a bound."""
+    data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass: no Python tags
+    count, stack = 0, [data]
+    while stack:  # counts shared (aliased) values once per use, which is what a copy of them costs
+        node = stack.pop()
+        count += 1
+        if count > MAX_EXPANDED_VALUES:
+            raise RecipeError(f"{label}: expands to more than {MAX_EXPANDED_VALUES:,} values (YAML aliases "
+                              f"repeating each other, or a self-referencing alias); accepted: a recipe without "
+                              f"such alias chains")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return data
 
 
 # Mappings that are one kind of thing picked by a key: changing the key replaces the mapping (see schema).
@@ -114,7 +133,7 @@ def _read_yaml(path):
     except OSError as err:
         raise RecipeError(f"{label}: cannot read the recipe ({err.strerror})") from None
     try:
-        data = _load_yaml(text)
+        data = _load_yaml(text, label)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -168,7 +187,7 @@ def _parse_override(item):
     if not sep or not all(keys):
         raise RecipeError(f"--set {item}: expected KEY=VALUE with a dotted key, e.g. train.epochs=3")
     try:
-        value = _load_yaml(text) if text.strip() else None
+        value = _load_yaml(text, f"--set {item}") if text.strip() else None
     except yaml.YAMLError as err:
         raise RecipeError(f"--set {item}: the value is not valid YAML ({getattr(err, 'problem', err)})") from None
     if keys[0] not in Recipe.model_fields or keys[0] == "base":

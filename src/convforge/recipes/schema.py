@@ -458,11 +458,18 @@ def optimizer_arguments(cls):
 
 
 def _same_kind(value, default):
-    """False when a value plainly cannot stand where the default stands (a string for a number, ...)."""
+    """False when a value plainly cannot stand where the default stands (a string for a number, ...).
+
+    Keras leaves its optional arguments (clipnorm, clipvalue, global_clipnorm, ema_overwrite_frequency,
+    gradient_accumulation_steps, loss_scale_factor, ...) at None; every one of them takes a number, so a None
+    default accepts a number or null and nothing else (a mapping there crashed Keras mid-training).
+    """
     if isinstance(default, bool):
         return isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (int, float)) or default is None:
+        return (value is None and default is None) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    if isinstance(default, str):
+        return isinstance(value, str)
     return True
 
 

@@ -21,15 +21,17 @@ from convforge.train.schedules import make_schedule
 RUNS_DIR = "runs"
 
 
-def new_run_dir(name, root=RUNS_DIR):
-    """Return a fresh runs/<name>/<timestamp>/ folder (created)."""
+def new_run_dir(name, root=RUNS_DIR, create=True):
+    """Return a fresh runs/<name>/<timestamp>/ folder (created unless create=False: the trainer creates it once
+    the data and the model are built, so a refused run leaves no empty folder)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = pathlib.Path(root) / name / stamp
     suffix = 1
     while path.exists():
         path = pathlib.Path(root) / name / f"{stamp}-{suffix}"
         suffix += 1
-    path.mkdir(parents=True)
+    if create:
+        path.mkdir(parents=True)
     return path
 
 
@@ -142,12 +144,11 @@ def train(recipe, run_dir=None, resume=False, printer=print, verbose=1):
             raise ConvforgeError(f"nothing to resume for recipe {recipe.name!r}: no run folder with a backup "
                                  f"at {where}")
     elif chief:
-        run_dir = pathlib.Path(run_dir) if run_dir else new_run_dir(recipe.name)
+        run_dir = pathlib.Path(run_dir) if run_dir else new_run_dir(recipe.name, create=False)
         if (run_dir / "backup").exists():
             # Keras would silently continue from it; starting afresh over it would mix two runs.
             raise ConvforgeError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                                  "(Python: resume=True) or choose another run folder")
-        run_dir.mkdir(parents=True, exist_ok=True)
     initial_epoch = _initial_epoch(run_dir / "backup") if resume else 0
     # Where this process writes: the run folder for the chief, a scratch copy for the other workers.
     out_dir = run_dir if chief else pathlib.Path(tempfile.mkdtemp(prefix="convforge-worker-"))
@@ -171,8 +172,6 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
     from convforge.train.datasets import datasets_for_recipe, input_shape_of
 
     backup_dir = run_dir / "backup"
-    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-
     task = get_task(recipe.task, recipe.head)
     data = datasets_for_recipe(recipe, task, skip_epochs=initial_epoch)
     num_classes = recipe.model.num_classes or len(data.class_names)
@@ -194,6 +193,9 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
             model, label_smoothing=train_cfg.label_smoothing, one_hot=data.one_hot,
             aux_loss_weight=train_cfg.aux_loss_weight))
     fit_across_workers(model, strategy)
+    # The data and the model are built: from here on the run exists.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
     train_ds = _shard_by_data(data.train.map(lambda x, y: (x, task.adapt_targets(model, y))))
     val_ds = (_shard_by_data(data.val.map(lambda x, y: (x, task.adapt_targets(model, y))))
