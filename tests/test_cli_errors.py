@@ -112,7 +112,7 @@ def test_a_bare_keras_model_exports_all_six_formats_with_calibration(tmp_path, m
     assert {a["format"] for a in card["artifacts"]} == set(convforge.export.FORMATS)
     assert card["options"]["representative_images"] == 12
     assert {a["check"]["status"] for a in card["artifacts"]} <= {"passed", "reported"}
-    assert "normalized as pixels / 255" in capsys.readouterr().err
+    assert "normalized as pixels / 255" in capsys.readouterr().out
     # An .npy of inputs normalized by the user serves as well.
     np.save(tmp_path / "inputs.npy", rng.standard_normal((8, 32, 32, 1)).astype("float32"))
     assert cli_main(["export", "m.keras", "--calibration", "inputs.npy", "--formats", "tflite_int8",

@@ -37,6 +37,8 @@ _API = {
     "load_recipe": "convforge.recipes",
     "train": "convforge.train",
     "export": "convforge.export",
+    "evaluate": "convforge.runs",
+    "export_run": "convforge.runs",
     "verify_dir": "convforge.export",
     "build_dataset": "convforge.data",
 }

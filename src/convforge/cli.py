@@ -204,39 +204,14 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     """Evaluate a trained model on the recipe's val split; print the metrics and write them as JSON."""
-    import json
+    from convforge.runs import evaluate
 
-
-    from convforge.precision import model_precision
-    from convforge.recipes import load_recipe
-    from convforge.tasks import get_task
-    from convforge.train.datasets import datasets_for_recipe
-    from convforge.train.trainer import latest_run_dir
-
-    recipe = load_recipe(args.recipe, overrides=args.set)
-    weights = args.weights
-    if weights is None:
-        latest = latest_run_dir(recipe.name)
-        if latest is None or not (latest / "model.keras").exists():
-            raise ConvforgeError(f"no trained model for {recipe.name!r}: pass --weights MODEL.keras or train first")
-        weights = str(latest / "model.keras")
-    if not os.path.isfile(weights):
-        raise ConvforgeError(f"weights file {weights!r} does not exist")
-    task = get_task(recipe.task, recipe.head)
-    data = datasets_for_recipe(recipe, task)
-    if data.val is None:
-        raise ConvforgeError(f"{args.recipe}: data.val gives no validation split to evaluate on")
-    model = load_model(weights, args.precision)
-    metrics = task.evaluate(task.inference_model(model), data.val, data.class_names)
-    metrics = {f"val_{k}": v for k, v in metrics.items()}
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(weights)), "evaluation.json")
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump({"weights": weights, "precision": model_precision(model), **metrics}, f, indent=1)
-    print(f"precision: {model_precision(model)}")
-    for key, value in metrics.items():
-        if key != "val_confusion_matrix":
+    result = evaluate(args.recipe, weights=args.weights, overrides=args.set, precision=args.precision, out=args.out)
+    print(f"precision: {result['precision']}")
+    for key, value in result.items():
+        if key.startswith("val_") and key != "val_confusion_matrix":
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    print(out)
+    print(result["out"])
     return 0
 
 
@@ -283,114 +258,14 @@ def cmd_predict(args):
     return 0
 
 
-def _resolve_export_source(source):
-    """Return (model path, run dir or None, recipe or None) for a recipe, a run folder or a .keras file."""
-    import pathlib
-
-    from convforge.train.trainer import latest_run_dir
-
-    path = pathlib.Path(source)
-    if path.suffix in (".yaml", ".yml"):
-        from convforge.recipes import load_recipe
-
-        recipe = load_recipe(path)
-        run = latest_run_dir(recipe.name)
-        if run is None or not (run / "model.keras").exists():
-            raise ConvforgeError(f"no trained run of {recipe.name!r} to export: run `convforge train {source}` first")
-        # The run's resolved copy holds the --set overrides it was trained with (input size, data, ...).
-        return run / "model.keras", run, load_recipe(run / "recipe.yaml") if (run / "recipe.yaml").exists() else recipe
-    if path.is_dir():
-        if not (path / "model.keras").exists():
-            raise ConvforgeError(f"{source!r} is not a run folder: it has no model.keras")
-        recipe = None
-        if (path / "recipe.yaml").exists():
-            from convforge.recipes import load_recipe
-
-            recipe = load_recipe(path / "recipe.yaml")
-        return path / "model.keras", path, recipe
-    if path.suffix == ".keras":
-        if not path.is_file():
-            raise ConvforgeError(f"model file {source!r} does not exist")
-        return path, None, None
-    raise ConvforgeError(f"{source!r} is not a recipe (.yaml), a run folder or a .keras model")
-
-
-def _recipe_file(source, run):
-    """The recipe an export came from: the given .yaml, or the resolved copy in its run folder."""
-    if str(source).endswith((".yaml", ".yml")):
-        return os.path.abspath(source)
-    if run is not None and (run / "recipe.yaml").exists():
-        return str((run / "recipe.yaml").resolve())
-    return None
-
-
 def cmd_export(args):
     """Export a trained model to each format, verify every artifact in its runtime, and write the model card."""
-    import functools
-    import json
+    from convforge.runs import export_run
 
-    import numpy as np
-
-    import convforge.export as exporter
-
-    model_path, run, recipe = _resolve_export_source(args.source)
-    model = load_model(model_path)
-    formats = [f.strip() for f in args.formats.split(",")] if args.formats else (
-        list(recipe.export.formats) if recipe else list(exporter.FORMATS))
-    out = args.out or (recipe.export.out_dir if recipe and recipe.export.out_dir else
-                       os.path.join("saved_models", recipe.name if recipe else model_path.parent.name))
-    preprocessing = labels = None
-    # What the run saved beside its model: the preprocessing contract and the class names.
-    if (model_path.parent / "preprocessing.json").exists():
-        preprocessing = json.loads((model_path.parent / "preprocessing.json").read_text())
-    if (model_path.parent / "class_names.json").exists():
-        labels = json.loads((model_path.parent / "class_names.json").read_text()) or None
-    representative = validation = metric = None
-    metric_name, thresholds = "accuracy", {}
-    if args.calibration and "tflite_int8" in formats:
-        from convforge.export.calibration import UNIT_SCALE, calibration_images
-        from convforge.export.saved_model import input_spec
-
-        representative = calibration_images(args.calibration, input_spec(model), preprocessing)
-        print(f"export: {len(representative)} calibration images from {args.calibration}"
-              + ("" if preprocessing else f", normalized as {UNIT_SCALE}"), file=sys.stderr)
-    if recipe is not None:
-        from convforge.tasks import get_task
-        from convforge.train.datasets import datasets_for_recipe, plain_train_dataset
-
-        task = get_task(recipe.task, recipe.head)
-        data = datasets_for_recipe(recipe, task)
-        if "tflite_int8" in formats and representative is None:
-            # Calibrate on training images as the model sees them at inference (no augmentation); the val
-            # split stays unseen, for judging.
-            wanted, batches = recipe.export.representative_size, []
-            for images, _ in plain_train_dataset(recipe):
-                batches.append(np.asarray(images))
-                if sum(len(b) for b in batches) >= wanted:
-                    break
-            representative = np.concatenate(batches)[:wanted]
-        if data.val is not None:
-            # metric(predict, batches): the task's headline metric of any runtime's predictions on val
-            validation, metric_name = data.val, task.headline_metric
-            metric = functools.partial(task.score, class_names=data.class_names)
-        thresholds = recipe.export.max_metric_drop()
-    elif "tflite_int8" in formats and representative is None:
-        raise ConvforgeError("tflite_int8 needs calibration images: pass --calibration IMAGE_FOLDER|INPUTS.npy, "
-                             "export a recipe or a run folder with its recipe.yaml, or leave tflite_int8 out of "
-                             "--formats")
-    result = exporter.export(model, out, formats, representative=representative, preprocessing=preprocessing,
-                             with_preprocessing=args.with_preprocessing and preprocessing is not None,
-                             allow_flex=args.allow_flex,
-                             opset=args.opset or (recipe.export.onnx_opset if recipe else 17),
-                             int8_io=args.int8_io or (recipe.export.int8_io if recipe else "int8"),
-                             validation=validation, metric=metric, labels=labels,
-                             metric_name=metric_name,
-                             max_metric_drop=thresholds, fail_on_drop=not args.no_verify_fail,
-                             validation_size=recipe.export.validation_size if recipe else 1000,
-                             source={"model_path": str(model_path.resolve()),
-                                     "run_dir": str(run.resolve()) if run is not None else None,
-                                     "recipe": recipe.name if recipe else None,
-                                     "recipe_file": _recipe_file(args.source, run)})
+    formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
+    result = export_run(args.source, args.out, formats, calibration=args.calibration,
+                        with_preprocessing=args.with_preprocessing, allow_flex=args.allow_flex, opset=args.opset,
+                        int8_io=args.int8_io, fail_on_drop=not args.no_verify_fail)
     print(result["out_dir"])
     return 0
 

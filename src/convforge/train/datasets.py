@@ -83,6 +83,34 @@ def plain_train_dataset(recipe):
     return build_dataset(source, training=False, cache=False, **_common(recipe, num_classes, False))
 
 
+def representative_images(recipe, count):
+    """Up to `count` training images as the model sees them at inference (no augmentation), for int8
+    calibration; the val split stays unseen, for judging."""
+    import numpy as np
+
+    batches = []
+    for images, _ in plain_train_dataset(recipe):
+        batches.append(np.asarray(images))
+        if sum(len(b) for b in batches) >= count:
+            break
+    return np.concatenate(batches)[:count]
+
+
+def val_data(recipe):
+    """(the val split as evaluation sees it, the class names), building no training pipeline; (None, names)
+    when the recipe has no val split."""
+    from convforge.data import build_dataset
+
+    data = recipe.data
+    train_source = open_source(data.train, data.strict)
+    class_names = list(getattr(train_source, "class_names", None) or [])
+    if data.val is None:
+        return None, class_names
+    val_source = open_source(data.val, data.strict)
+    num_classes = recipe.model.num_classes or len(class_names)
+    return build_dataset(val_source, training=False, cache=False, **_common(recipe, num_classes, False)), class_names
+
+
 def datasets_for_recipe(recipe, task, skip_epochs=0):
     """Build the run's pipelines: train repeats forever, shuffled per epoch from the seed, so that a resumed
     run that skips `skip_epochs` epochs sees exactly the batches an uninterrupted run would have seen."""
