@@ -1,7 +1,9 @@
 """Recipes: YAML loading, `base:` inheritance, --set overrides, and one-line errors that name the field."""
 import copy
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -358,3 +360,52 @@ def test_fallback_names_when_no_table_is_given(tmp_path):
         load_recipe(path, augmentations=AUGMENTATION_NAMES)
     assert load_recipe(path, ["data.augment=[flip, {name: flip, anything: 1}]"],
                        augmentations=AUGMENTATION_NAMES).data.augment[1].kwargs == {"anything": 1}
+
+
+# ------------------------------------------------------------------------------------- facts without Keras
+
+BLOCK_TENSORFLOW = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "jax", "torch"):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, Block())
+from convforge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("argv", [["check", "recipes/localization/resnet18_shapes_loc.yaml", "--set",
+                                   "train.optimizer={name: sgd, learning_rate: 1e-2, clipnorm: 1.0}"],
+                                  ["check", "recipes/classification/lenet5_digits.yaml"], ["recipe-schema"]])
+def test_check_and_schema_need_no_tensorflow(argv):
+    """Validating a recipe reads the registry, the optimizer table and the task registry as data."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    proc = subprocess.run([sys.executable, "-c", BLOCK_TENSORFLOW, *argv], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "blocked" not in proc.stderr
+
+
+def test_optimizer_table_matches_the_installed_keras():
+    from convforge.recipes.optimizers import OPTIMIZERS, live_table
+
+    assert OPTIMIZERS == live_table()
+
+
+def test_builder_options_are_read_from_source_like_the_signature():
+    import inspect
+
+    from convforge.registry import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        assert spec.option_names == tuple(inspect.signature(spec.builder).parameters), name

@@ -1,6 +1,5 @@
 """What every backbone shares: named feature levels, the classification top, precision and input checks."""
 import contextlib
-import inspect
 
 import keras
 from keras import layers
@@ -100,7 +99,7 @@ def check_input_shape(spec, input_shape):
 
 def check_options(spec, options):
     """Raise ModelError for builder options the family does not take, naming the accepted ones."""
-    params = inspect.signature(spec.builder).parameters
+    params = spec.option_names
     accepted = [p for p in params if p not in ("input_shape",)]
     for key in options:
         if key not in params:

@@ -4,7 +4,6 @@ from keras import layers
 
 from convforge.backbones.common import gap_top, level
 from convforge.layers import conv_bn_act, dense_block, max_pool, transition
-from convforge.registry import ModelSpec, Reference, register
 
 
 def build_densenet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
@@ -29,19 +28,3 @@ def build_densenet(input_shape=(224, 224, 3), num_classes=1000, include_top=True
     x = level(x, "C5")
     return keras.Model(inputs, gap_top(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
                                        classifier_activation=classifier_activation, dropout=dropout), name=name)
-
-
-_PAPER = "Huang et al., Densely connected convolutional networks, CVPR 2017"
-# name: options, torchvision trainable params, keras.applications total params (None: not in keras), GMACs
-_VARIANTS = {
-    "densenet121": (dict(blocks=(6, 12, 24, 16)), 7_978_856, 8_062_504, 2.83),
-    "densenet169": (dict(blocks=(6, 12, 32, 32)), 14_149_480, 14_307_880, 3.36),
-    "densenet201": (dict(blocks=(6, 12, 48, 32)), 20_013_928, 20_242_984, 4.29),
-    "densenet161": (dict(blocks=(6, 12, 36, 24), growth_rate=48, init_features=96), 28_681_000, None, 7.73),
-}
-for _name, (_options, _tv, _keras, _gmacs) in _VARIANTS.items():
-    _refs = (Reference(_tv, "trainable", "torchvision"),)
-    if _keras:
-        _refs += (Reference(_keras, "total", "keras.applications"),)
-    register(ModelSpec(name=_name, family="densenet", builder=build_densenet, options=_options, paper=_PAPER,
-                       min_input_size=29, references=_refs, macs=_gmacs * 1e9))

@@ -5,7 +5,6 @@ from keras import layers
 from convforge.backbones.common import classifier, gap_top, level
 from convforge.layers import conv_bn_act, inception_module, inception_v1_branches, max_pool
 from convforge.layers.inception import scaled
-from convforge.registry import ModelSpec, Reference, register
 
 # Table 1 of the paper: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj); "pool" is a 3x3/2 max-pool.
 _MODULES = (
@@ -69,13 +68,3 @@ def strip_aux(model):
     if len(model.outputs) == 1:
         return model
     return keras.Model(model.input, model.outputs[0], name=model.name)
-
-
-register(ModelSpec(
-    name="googlenet", family="googlenet", builder=build_googlenet, options={},
-    paper="Szegedy et al., Going deeper with convolutions, CVPR 2015",
-    references=(Reference(6_624_904, "trainable", "torchvision (aux_logits=False)"),
-                Reference(13_004_888, "trainable", "torchvision (aux_logits=True)", options={"aux_logits": True})),
-    min_input_size=31, macs=1.50e9,
-    notes="torchvision layout (BN after every conv, 3x3 in the '5x5' branch); branch3_kernel=5 gives the paper's",
-))

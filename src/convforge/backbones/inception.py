@@ -4,7 +4,6 @@ import keras
 from convforge.backbones.common import gap_top, level
 from convforge.layers import conv_bn_act, inception_module, max_pool
 from convforge.layers.inception import conv, pool, scaled, split
-from convforge.registry import ModelSpec, Reference, register
 
 
 def _module_a(pool_proj):
@@ -63,12 +62,3 @@ def build_inception_v3(input_shape=(299, 299, 3), num_classes=1000, include_top=
             x = level(x, mark)
     return keras.Model(inputs, gap_top(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
                                        classifier_activation=classifier_activation, dropout=dropout), name=name)
-
-
-register(ModelSpec(
-    name="inception_v3", family="inception", builder=build_inception_v3, options={},
-    paper="Szegedy et al., Rethinking the Inception architecture for computer vision, CVPR 2016",
-    default_input_shape=(299, 299, 3), min_input_size=75,
-    references=(Reference(23_851_784, "total", "keras.applications", input_shape=(299, 299, 3)),),
-    macs=5.71e9, notes="keras.applications layout, no auxiliary head",
-))

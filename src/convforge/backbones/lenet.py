@@ -3,7 +3,6 @@ import keras
 from keras import layers
 
 from convforge.backbones.common import classifier, level, pool_features
-from convforge.registry import ModelSpec, Reference, register
 
 
 def build_lenet(input_shape=(32, 32, 1), num_classes=10, include_top=True, pooling=None,
@@ -26,13 +25,3 @@ def build_lenet(input_shape=(32, 32, 1), num_classes=10, include_top=True, pooli
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(84, activation=activation, name="f6")(x)
     return keras.Model(inputs, classifier(x, num_classes, classifier_activation), name=name)
-
-
-register(ModelSpec(
-    name="lenet5", family="lenet", builder=build_lenet, options={},
-    paper="LeCun et al., Gradient-based learning applied to document recognition, Proc. IEEE 1998",
-    default_input_shape=(32, 32, 1), min_input_size=32,
-    references=(Reference(61_706, "total", "LeNet-5 paper layout, full C3", input_shape=(32, 32, 1),
-                          num_classes=10),),
-    macs=0.416e6,
-))

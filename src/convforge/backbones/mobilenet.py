@@ -3,7 +3,6 @@ import keras
 
 from convforge.backbones.common import gap_top, level
 from convforge.layers import conv_bn_act, inverted_residual
-from convforge.registry import ModelSpec, Reference, register
 
 # Table 2 of the paper: expansion t, output channels c, repeats n, first stride s.
 _STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -39,12 +38,3 @@ def build_mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, include_top=
     x = level(x, "C5")
     return keras.Model(inputs, gap_top(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
                                        classifier_activation=classifier_activation, dropout=dropout), name=name)
-
-
-register(ModelSpec(
-    name="mobilenet_v2", family="mobilenet", builder=build_mobilenet_v2, options={},
-    paper="Sandler et al., MobileNetV2: inverted residuals and linear bottlenecks, CVPR 2018",
-    references=(Reference(3_504_872, "trainable", "torchvision"),
-                Reference(3_538_984, "total", "keras.applications")),
-    macs=0.30e9,
-))

@@ -9,7 +9,6 @@ import keras
 from convforge.backbones.common import gap_top, level
 from convforge.layers import conv_bn_act, max_pool, residual_block
 from convforge.errors import ModelError, close_matches
-from convforge.registry import ModelSpec, Reference, register
 
 
 def build_resnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
@@ -45,32 +44,3 @@ def build_resnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, 
 
 
 STEMS = ("imagenet", "cifar")
-_KERAS_STYLE = dict(stride_in_1x1=True, conv_bias=True, bn_epsilon=1.001e-5)
-_HE = "He et al., Deep residual learning for image recognition, CVPR 2016"
-_XIE = "Xie et al., Aggregated residual transformations for deep neural networks, CVPR 2017"
-_HU = "Hu et al., Squeeze-and-excitation networks, CVPR 2018"
-# name: options, paper, references, published GMACs
-_VARIANTS = {
-    "resnet18": (dict(block="basic", depths=(2, 2, 2, 2)), _HE,
-                 (Reference(11_689_512, "trainable", "torchvision"),), 1.81),
-    "resnet34": (dict(block="basic", depths=(3, 4, 6, 3)), _HE,
-                 (Reference(21_797_672, "trainable", "torchvision"),), 3.66),
-    "resnet50": (dict(depths=(3, 4, 6, 3)), _HE,
-                 (Reference(25_557_032, "trainable", "torchvision"),
-                  Reference(25_636_712, "total", "keras.applications", options=_KERAS_STYLE)), 4.09),
-    "resnet101": (dict(depths=(3, 4, 23, 3)), _HE,
-                  (Reference(44_549_160, "trainable", "torchvision"),
-                   Reference(44_707_176, "total", "keras.applications", options=_KERAS_STYLE)), 7.80),
-    "resnet152": (dict(depths=(3, 8, 36, 3)), _HE,
-                  (Reference(60_192_808, "trainable", "torchvision"),
-                   Reference(60_419_944, "total", "keras.applications", options=_KERAS_STYLE)), 11.51),
-    "resnext50_32x4d": (dict(depths=(3, 4, 6, 3), groups=32, base_width=4), _XIE,
-                        (Reference(25_028_904, "trainable", "torchvision"),), 4.23),
-    "resnext101_32x8d": (dict(depths=(3, 4, 23, 3), groups=32, base_width=8), _XIE,
-                         (Reference(88_791_336, "trainable", "torchvision"),), 16.41),
-    "se_resnet50": (dict(depths=(3, 4, 6, 3), se_ratio=16), _HU,
-                    (Reference(28_088_024, "trainable", "timm seresnet50 / Hu et al."),), 4.09),
-}
-for _name, (_options, _paper, _refs, _gmacs) in _VARIANTS.items():
-    register(ModelSpec(name=_name, family="resnet", builder=build_resnet, options=_options, paper=_paper,
-                       references=_refs, macs=_gmacs * 1e9))

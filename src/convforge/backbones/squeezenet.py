@@ -4,7 +4,6 @@ from keras import layers
 
 from convforge.backbones.common import head_dtype, level, pool_features
 from convforge.layers import fire_module, max_pool
-from convforge.registry import ModelSpec, Reference, register
 
 
 def build_squeezenet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
@@ -36,17 +35,3 @@ def build_squeezenet(input_shape=(224, 224, 3), num_classes=1000, include_top=Tr
     x = layers.GlobalAveragePooling2D(dtype=dtype, name="avg_pool")(x)
     outputs = layers.Activation(classifier_activation, dtype=dtype, name="predictions")(x)
     return keras.Model(inputs, outputs, name=name)
-
-
-_PAPER = "Iandola et al., SqueezeNet: AlexNet-level accuracy with 50x fewer parameters, arXiv 1602.07360"
-_F = {1: (16, 64, 64), 2: (32, 128, 128), 3: (48, 192, 192), 4: (64, 256, 256)}
-_VARIANTS = {
-    "squeezenet1_0": (dict(stem=(96, 7), layout=("pool", _F[1], _F[1], _F[2], "pool", _F[2], _F[3], _F[3], _F[4],
-                                                 "pool", _F[4])), 1_248_424, 0.82),
-    "squeezenet1_1": (dict(stem=(64, 3), layout=("pool", _F[1], _F[1], "pool", _F[2], _F[2], "pool", _F[3], _F[3],
-                                                 _F[4], _F[4])), 1_235_496, 0.35),
-}
-for _name, (_options, _params, _gmacs) in _VARIANTS.items():
-    register(ModelSpec(name=_name, family="squeezenet", builder=build_squeezenet, options=_options, paper=_PAPER,
-                       min_input_size=29 if _name == "squeezenet1_0" else 25,
-                       references=(Reference(_params, "total", "torchvision"),), macs=_gmacs * 1e9))

@@ -4,7 +4,6 @@ from keras import layers
 
 from convforge.backbones.common import classifier, level, pool_features
 from convforge.layers import conv_bn_act
-from convforge.registry import ModelSpec, Reference, register
 
 
 def build_vgg(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
@@ -35,22 +34,3 @@ def build_vgg(input_shape=(224, 224, 3), num_classes=1000, include_top=True, poo
         x = layers.Dense(fc_units, activation="relu", name=f"fc{i}")(x)
         x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
     return keras.Model(inputs, classifier(x, num_classes, classifier_activation), name=name)
-
-
-_PAPER = "Simonyan & Zisserman, Very deep convolutional networks for large-scale image recognition, ICLR 2015"
-# name: convs per block, torchvision params (no BN), torchvision params (BN, trainable), published GMACs
-_VARIANTS = {
-    "vgg11": ((1, 1, 2, 2, 2), 132_863_336, 132_868_840, 7.61),
-    "vgg13": ((2, 2, 2, 2, 2), 133_047_848, 133_053_736, 11.31),
-    "vgg16": ((2, 2, 3, 3, 3), 138_357_544, 138_365_992, 15.47),
-    "vgg19": ((2, 2, 4, 4, 4), 143_667_240, 143_678_248, 19.63),
-}
-for _name, (_blocks, _plain, _bn, _gmacs) in _VARIANTS.items():
-    _refs = (Reference(_plain, "total", "torchvision"),)
-    if _name in ("vgg16", "vgg19"):
-        _refs += (Reference(_plain, "total", "keras.applications"),)
-    register(ModelSpec(name=_name, family="vgg", builder=build_vgg, options=dict(blocks=_blocks), paper=_PAPER,
-                       references=_refs, macs=_gmacs * 1e9))
-    register(ModelSpec(name=f"{_name}_bn", family="vgg", builder=build_vgg,
-                       options=dict(blocks=_blocks, batch_norm=True), paper=_PAPER,
-                       references=(Reference(_bn, "trainable", "torchvision"),), macs=_gmacs * 1e9))

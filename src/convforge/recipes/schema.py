@@ -29,7 +29,6 @@ The resolved recipe (`Recipe.to_dict()`) always spells the val source out.
 Kinds: a mapping keyed by `source` (data) or `name` (optimizer, schedule) is one kind; in `base:` inheritance
 and `--set`, switching the kind replaces the mapping instead of merging into it.
 """
-import functools
 import glob
 import inspect
 import os
@@ -43,6 +42,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
 
 from convforge.errors import close_matches
 from convforge.export.formats import FORMATS as _FORMAT_TABLE
+from convforge.recipes.optimizers import LIST_ARGUMENTS, OPTIMIZERS
 
 # The built-in tasks, as the registry (convforge.tasks) lists them; a task registered later is accepted too.
 TASKS = ("classification", "localization")
@@ -57,7 +57,6 @@ AUGMENTATION_NAMES = ("flip", "crop", "translate", "rotate", "color_jitter", "ra
 CLASSIFICATION_ONLY_AUGMENTATIONS = ("mixup", "cutmix")
 # Names that take a whole keyword set of their own, or that other recipe fields set.
 _RESERVED_OPTIONS = ("input_shape", "num_classes", "include_top", "pooling", "name")
-_OPTIMIZER_WRAPPERS = ("Optimizer", "LossScaleOptimizer", "MultiOptimizer", "OptimizerMap")
 
 Int = Annotated[int, Field(strict=True)]
 PosInt = Annotated[int, Field(strict=True, gt=0)]
@@ -157,7 +156,7 @@ class ModelSection(_Section):
             return value
         from convforge.registry import get_spec
 
-        params = inspect.signature(get_spec(name).builder).parameters
+        params = get_spec(name).option_names  # read from the builder's source: no Keras import
         accepted = [p for p in params if p not in _RESERVED_OPTIONS]
         for key in value:
             if key in _RESERVED_OPTIONS:
@@ -431,33 +430,17 @@ class DataSection(_Section):
 
 # ---------------------------------------------------------------------------------------------------- train
 
-@functools.cache
 def keras_optimizers():
-    """Return {name: class} of the optimizers that keras.optimizers.get resolves by name (imports Keras)."""
-    import keras
-
-    try:
-        # The table get() consults; a public class missing from it (Lamb in Keras 3.15) cannot be named.
-        from keras.src.optimizers import ALL_OBJECTS_DICT as resolvable
-    except ImportError:
-        resolvable = None
-    table = {}
-    for attr in dir(keras.optimizers):
-        cls = getattr(keras.optimizers, attr)
-        if (inspect.isclass(cls) and issubclass(cls, keras.optimizers.Optimizer)
-                and attr not in _OPTIMIZER_WRAPPERS and (resolvable is None or attr.lower() in resolvable)):
-            table[attr.lower()] = cls
-    return dict(sorted(table.items()))
+    """Return {name: class name} of the optimizers keras.optimizers.get resolves by name (a table: no import)."""
+    return {name: cls for name, (cls, _) in OPTIMIZERS.items()}
 
 
-def optimizer_arguments(cls):
-    """Return {argument: default} of the constructor arguments a recipe may give a Keras optimizer class."""
-    params = inspect.signature(cls).parameters
-    return {p: v.default for p, v in params.items()
-            if p != "name" and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)}
+def optimizer_arguments(name):
+    """Return {argument: default} of the constructor arguments a recipe may give a Keras optimizer."""
+    return dict(OPTIMIZERS[name][1])
 
 
-def _same_kind(value, default):
+def _same_kind(value, default, key=""):
     """False when a value plainly cannot stand where the default stands (a string for a number, ...).
 
     Keras leaves its optional arguments (clipnorm, clipvalue, global_clipnorm, ema_overwrite_frequency,
@@ -466,6 +449,8 @@ def _same_kind(value, default):
     """
     if isinstance(default, bool):
         return isinstance(value, bool)
+    if default is None and key in LIST_ARGUMENTS:
+        return value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value))
     if isinstance(default, (int, float)) or default is None:
         return (value is None and default is None) or (isinstance(value, (int, float)) and not isinstance(value, bool))
     if isinstance(default, str):
@@ -493,12 +478,12 @@ class OptimizerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _arguments(self):
-        accepted = optimizer_arguments(keras_optimizers()[self.name])
+        accepted = optimizer_arguments(self.name)
         for key, value in (self.model_extra or {}).items():
             if key not in accepted:
                 raise FieldError((key,), f"{self.name} takes no argument {key!r}{close_matches(key, accepted)}; "
                                          f"accepted: {_accepted(accepted)}")
-            if not _same_kind(value, accepted[key]):
+            if not _same_kind(value, accepted[key], key):
                 raise FieldError((key,), f"{value!r} does not fit {self.name}'s {key}; accepted: a value like "
                                          f"its default {accepted[key]!r}")
         if self.learning_rate is None:
