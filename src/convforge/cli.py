@@ -4,7 +4,7 @@ import os
 import sys
 
 from convforge.errors import ConvforgeError
-from convforge.tasks import load_model
+from convforge.modelfile import load_model
 
 
 def _shape(text):

@@ -62,7 +62,7 @@ def float32_copy(model):
         return model
     # Custom convforge layers must be registered before their configs can be read back.
     import convforge.layers  # noqa: F401
-    import convforge.tasks  # noqa: F401
+    import convforge.heads  # noqa: F401
 
     config = _to_float32(keras.saving.serialize_keras_object(model))
     previous = keras.config.dtype_policy()

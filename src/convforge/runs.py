@@ -72,7 +72,8 @@ def evaluate(source, *, weights=None, overrides=(), precision="trained", out=Non
     """
     from convforge.precision import model_precision
     from convforge.recipes import load_recipe
-    from convforge.tasks import get_task, load_model
+    from convforge.modelfile import load_model
+    from convforge.tasks import get_task
     from convforge.train.datasets import val_data
 
     if weights is not None:
@@ -108,7 +109,8 @@ def export_run(source, out=None, formats=None, *, calibration=None, with_preproc
     Returns convforge.export's result.
     """
     import convforge.export as exporter
-    from convforge.tasks import get_task, load_model
+    from convforge.modelfile import load_model
+    from convforge.tasks import get_task
 
     run = find_run(source)
     recipe = run.recipe

@@ -25,7 +25,7 @@ from convforge.atomic import write_text
 from convforge.cpu import cpu_features, describe_machine
 from convforge.errors import ConvforgeError, ExportError
 from convforge.precision import float32_copy, model_precision
-from convforge.tasks import load_model
+from convforge.modelfile import load_model
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
