@@ -22,6 +22,7 @@ setup(
     long_description_content_type="text/markdown",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    package_data={"convforge.bench": ["model_table.json"]},
     python_requires=">=3.10",
     install_requires=[
         _TF_FLAVOURS[_flavour],

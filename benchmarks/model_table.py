@@ -1,6 +1,7 @@
 """Measure every registered architecture at its default input: params, MACs, time to build on this machine.
 
-Writes benchmarks/results/model_table.json and model_table.md (the README's table). Run: make bench
+Writes benchmarks/results/model_table.json and model_table.md (the README's table), and the table shipped with
+the package (src/convforge/bench/model_table.json) that `convforge models` reads. Run: make bench
 """
 import json
 import os
@@ -14,6 +15,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from convforge.bench import model_row  # noqa: E402
+from convforge.bench.models import write_shipped  # noqa: E402
 from convforge.registry import get_spec, list_models  # noqa: E402
 
 OUT = pathlib.Path(__file__).parent / "results"
@@ -43,6 +45,8 @@ def main(pattern="*"):
     lines.append(f"\nMeasured on {machine['cpu_count']} CPU cores, TensorFlow {machine['tensorflow']}, "
                  f"Keras {machine['keras']}.")
     (OUT / "model_table.md").write_text("\n".join(lines) + "\n")
+    if pattern == "*":
+        write_shipped(rows)  # the table `convforge models` reads on a fresh install
     print(f"wrote {OUT / 'model_table.md'}")
 
 

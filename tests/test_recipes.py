@@ -395,6 +395,22 @@ def test_check_and_schema_need_no_tensorflow(argv):
     assert "blocked" not in proc.stderr
 
 
+def test_models_reads_the_shipped_table_without_tensorflow(tmp_path):
+    """`convforge models` on a fresh install builds nothing. When this fails after a change to backbones/,
+    layers/ or registry.py, regenerate the shipped table: `make bench`, or
+    python -c "from convforge.bench.models import *; write_shipped(model_table('*', cache_dir='/tmp/x'))"."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "CONVFORGE_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", BLOCK_TENSORFLOW, "models", "resnet1*"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "11,689,512" in proc.stdout  # resnet18, PyTorch's count
+    assert "building" not in proc.stderr
+
+
 def test_optimizer_table_matches_the_installed_keras():
     from convforge.recipes.optimizers import OPTIMIZERS, live_table
 
