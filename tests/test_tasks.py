@@ -110,7 +110,8 @@ def test_head_options_reach_the_task():
     recipe = load_recipe(LOC, overrides=["head={box_loss: l1, box_loss_weight: 2.0}"])
     task = get_task(recipe.task, recipe.head)
     assert task.options.box_loss == "l1" and task.options.box_loss_weight == 2.0
-    assert load_recipe(LOC).head == {"box_loss": "giou", "box_loss_weight": 1.0, "hidden_units": 256}
+    assert load_recipe(LOC).head == {"box_loss": "giou", "box_loss_weight": 1.0, "reduce_channels": 32,
+                                     "hidden_units": 256}
 
 
 def test_an_augmentation_that_cannot_carry_boxes_is_refused_at_check(capsys):

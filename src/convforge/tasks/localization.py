@@ -43,6 +43,8 @@ class LocalizationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     box_loss: Literal["giou", "l1"] = Field("giou", description="GIoU (a gradient even without overlap) or L1")
     box_loss_weight: float = Field(1.0, gt=0, description="weight of the box loss against the class loss")
+    reduce_channels: int = Field(32, ge=1, description="channels of the 1x1 conv before the box regressor "
+                                                        "flattens the feature map")
     hidden_units: int = Field(256, ge=1, description="width of the box regressor's hidden layer")
 
 
@@ -58,17 +60,19 @@ class Localization(Task):
                     keeps_example=_has_box, target=_target)
 
     def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):
-        """Backbone features, global-average pooled, into a softmax class head and a sigmoid box head."""
+        """The backbone's last feature map into a softmax class head and a box regressor that reads the map's
+        positions (heads.localization)."""
         import keras
 
         from convforge.backbones import build_backbone
         from convforge.backbones.common import head_dtype, precision
         from convforge.heads.localization import localization_head
 
-        backbone = build_backbone(architecture, input_shape=input_shape, include_top=False, pooling="avg",
+        backbone = build_backbone(architecture, input_shape=input_shape, include_top=False, pooling=None,
                                   dtype=dtype, **(options or {}))
         with precision(dtype):
-            outputs = localization_head(backbone.output, num_classes, self.options.hidden_units, head_dtype())
+            outputs = localization_head(backbone.output, num_classes, self.options.reduce_channels,
+                                        self.options.hidden_units, head_dtype())
         return keras.Model(backbone.input, outputs, name=f"{architecture}_localization")
 
     def compile_args(self, model, label_smoothing=0.0, one_hot=False, aux_loss_weight=0.3):
