@@ -185,3 +185,26 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_export_errors_name_the_artifact_and_the_disk(tmp_path, monkeypatch):
+    """A failed check names the format the user asked for (not the staging folder), and a full disk is said to
+    be a full disk, not a model the converter cannot hold."""
+    import errno
+
+    from convforge.errors import ExportError
+
+    model = convforge.build_model("lenet5", num_classes=3, input_shape=(32, 32, 1))
+    with pytest.raises(ExportError, match=r"^saved_model differs from Keras") as failed:
+        convforge.export(model, tmp_path / "strict", formats=["saved_model"], max_abs_diff=-1.0, progress=None)
+    assert "core_saved_model" not in str(failed.value)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    import sys
+
+    monkeypatch.setattr(sys.modules["convforge.export"], "write_card", full_disk)
+    with pytest.raises(ExportError, match="No space left on device.*free space"):
+        convforge.export(model, tmp_path / "full", formats=["onnx"], progress=None)
+    assert not (tmp_path / "full").exists()

@@ -65,8 +65,9 @@ def localization_head(feature_map, num_classes, reduce_channels=32, hidden_units
 
     The class comes from the globally pooled map. The box is regressed from the flattened map, channel-reduced
     by a 1x1 conv, as OverFeat's regressor reads the spatial map (Sermanet et al., ICLR 2014): global pooling
-    throws away where the object is, and a regressor on the pooled vector can only learn the mean box (it did:
-    val IoU 0.30, a constant box, on the shapes set).
+    keeps where the object is only in what the channels happen to encode, the map keeps it by position. On the
+    shapes recipe both reach ~0.81 val IoU once the backbone learns at all (the first recipe's constant box came
+    from a sigmoid saturated in the first epochs, not from pooling); the spatial head started faster.
     """
     pooled = layers.GlobalAveragePooling2D(name="label_pool")(feature_map)
     label = layers.Dense(num_classes, activation="softmax", dtype=head_dtype, name="label")(pooled)
