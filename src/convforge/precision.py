@@ -8,6 +8,8 @@ added (~1e-2 on softmax outputs for bf16), which is judged by the task metric, n
 """
 import numpy as np
 
+from convforge.errors import ExportError
+
 FLOAT32 = "float32"
 # Policies that compute in 16 bits (the mixed ones keep float32 variables; the plain ones store 16-bit weights).
 REDUCED = ("mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
@@ -56,13 +58,11 @@ def float32_copy(model):
     """
     import keras
 
-    from convforge.errors import ExportError
-
     if model_precision(model) == FLOAT32:
         return model
     # Custom convforge layers must be registered before their configs can be read back.
-    import convforge.layers  # noqa: F401
     import convforge.heads  # noqa: F401
+    import convforge.layers  # noqa: F401
 
     config = _to_float32(keras.saving.serialize_keras_object(model))
     previous = keras.config.dtype_policy()
