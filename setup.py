@@ -50,9 +50,10 @@ setup(
         "test": [
             "pytest~=8.4",
             "pytest-timeout~=2.3",
+            "pytest-xdist~=3.8",
             "jax[cpu]~=0.10.0",
         ],
-        "dev": ["pytest~=8.4", "pytest-timeout~=2.3", "jax[cpu]~=0.10.0"],
+        "dev": ["pytest~=8.4", "pytest-timeout~=2.3", "pytest-xdist~=3.8", "jax[cpu]~=0.10.0"],
     },
     entry_points={"console_scripts": ["convforge=convforge.cli:main"]},
 )

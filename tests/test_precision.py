@@ -153,7 +153,11 @@ def test_a_mixed_precision_run_exports_all_six_formats(policy, tmp_path, monkeyp
 
 def test_the_demo_on_a_bf16_cpu_trains_bf16_and_exports_evaluates_benches(tmp_path, monkeypatch, capsys):
     """`make demo`'s own path (`precision: auto`) as it runs on a CPU with AVX512-BF16/AMX."""
-    monkeypatch.setattr("convforge.train.hardware.cpu_has_bf16", lambda: True)
+    import importlib
+
+    # By module object: the dotted string would walk through `convforge.train`, which the public API makes
+    # the train function once it has been called.
+    monkeypatch.setattr(importlib.import_module("convforge.train.hardware"), "cpu_has_bf16", lambda: True)
     monkeypatch.chdir(tmp_path)
     sets = tiny(DEMO, shapes_dir=tmp_path / "shapes")
     assert cli_main(_train_args(DEMO, sets)) == 0
