@@ -150,13 +150,11 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
             say(f"export: Keras {trained_precision} {metric_name} {trained_value:.2%}, float32 copy "
                 f"{reference_value:.2%}")
             if result.get("status") == "failed":
-                message = (f"float32 copy: {metric_name} {reference_value:.2%} against {trained_value:.2%} of the "
-                           f"{trained_precision} model loses {result['drop_points']:.2f} points, over the allowed "
-                           f"{result['max_drop_points']:g}; accepted: a model whose float32 copy keeps its metric "
-                           f"(or --no-verify-fail to export it anyway, marked in the card)")
-                if fail_on_drop:
-                    raise ExportError(message)
-                precision["float32_copy_vs_trained"]["warning"] = message
+                precision["float32_copy_vs_trained"]["warning"] = _over_threshold(
+                    f"float32 copy: {metric_name} {reference_value:.2%} against {trained_value:.2%} of the "
+                    f"{trained_precision} model loses {result['drop_points']:.2f} points, over the allowed "
+                    f"{result['max_drop_points']:g}; accepted: a model whose float32 copy keeps its metric "
+                    f"(or --no-verify-fail to export it anyway, marked in the card)", fail_on_drop)
 
     out_dir = os.path.abspath(str(out_dir))
     created = not os.path.exists(out_dir)
@@ -324,14 +322,19 @@ def _score_artifact(fmt, run, entry, names, template, scoring, metric_name, fail
                    sum(len(b[0]) for b in batches))
     entry["check"]["metric"] = result
     if result.get("status") == "failed":
-        message = (f"{fmt}: {metric_name} {value:.2%} against Keras {reference_value:.2%} on "
-                   f"{result['images']} val images loses {result['drop_points']:.2f} points, over the allowed "
-                   f"{allowed:g}; accepted: a drop within the recipe's export threshold for this format "
-                   f"(or --no-verify-fail to keep it, marked failed in the card)")
-        if fail_on_drop:
-            raise ExportError(message)
+        entry["check"]["warning"] = _over_threshold(
+            f"{fmt}: {metric_name} {value:.2%} against Keras {reference_value:.2%} on {result['images']} val "
+            f"images loses {result['drop_points']:.2f} points, over the allowed {allowed:g}; accepted: a drop "
+            f"within the recipe's export threshold for this format (or --no-verify-fail to keep it, marked failed "
+            f"in the card)", fail_on_drop)
         entry["check"]["status"] = "metric drop over threshold"
-        entry["check"]["warning"] = message
+
+
+def _over_threshold(message, fail_on_drop):
+    """A metric drop over its threshold: raise ExportError with `message`, or return it to be kept in the card."""
+    if fail_on_drop:
+        raise ExportError(message)
+    return message
 
 
 def _summary(entry):
