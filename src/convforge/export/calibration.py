@@ -33,15 +33,9 @@ def calibration_images(path, shape, preprocessing=None, limit=500):
     if path.endswith(".npy"):
         if not os.path.isfile(path):
             raise ExportError(f"calibration file {path} does not exist; accepted: an .npy array or an image folder")
-        try:
-            images = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
-            raise ExportError(f"calibration file {path} is not a numpy array ({str(error).splitlines()[0][:100]}); "
-                              f"accepted: an .npy float array [N, {', '.join(map(str, shape))}]") from None
-        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape) or images.dtype.kind != "f" or not len(images):
-            raise ExportError(f"calibration file {path} holds {images.dtype} {images.shape}; accepted: float "
-                              f"model inputs [N, {', '.join(map(str, shape))}], normalized like training")
-        return images[:limit].astype(np.float32)
+        from convforge.export.verify import load_images_npy
+
+        return load_images_npy(path, shape, "calibration inputs normalized like training")[:limit]
     if not os.path.isdir(path):
         raise ExportError(f"calibration path {path} does not exist; accepted: an image folder or an .npy array")
     files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names

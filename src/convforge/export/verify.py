@@ -43,14 +43,20 @@ def saved_check_images(out_dir, card):
     if not os.path.exists(path):
         verification = card["verification"]
         return check_images(shape, verification.get("images", 4), verification.get("seed", CHECK_SEED))
+    return load_images_npy(path, shape, "the check_images.npy convforge.export wrote")
+
+
+def load_images_npy(path, shape, accepted):
+    """Float32 images [N, H, W, C] from an .npy file, or ExportError naming the file and `accepted` (what the
+    caller takes) for a file that is not a non-empty float array of that shape; pickled objects are never loaded."""
     try:
         images = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
-        raise ExportError(f"{path} is not a numpy array file ({str(error).splitlines()[0][:120]}); accepted: the "
-                          f"check_images.npy convforge.export wrote") from None
-    if images.ndim != 4 or tuple(images.shape[1:]) != shape or images.dtype.kind != "f":
+        raise ExportError(f"{path} is not a numpy array file ({str(error).splitlines()[0][:120]}); accepted: "
+                          f"{accepted}") from None
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape) or images.dtype.kind != "f" or not len(images):
         raise ExportError(f"{path} holds {images.dtype} {images.shape}, not float images "
-                          f"[N, {', '.join(map(str, shape))}]; accepted: the check_images.npy convforge.export wrote")
+                          f"[N, {', '.join(map(str, shape))}]; accepted: {accepted}")
     return images.astype(np.float32)
 
 
