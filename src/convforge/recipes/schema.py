@@ -484,8 +484,10 @@ class OptimizerConfig(BaseModel):
                 raise FieldError((key,), f"{self.name} takes no argument {key!r}{close_matches(key, accepted)}; "
                                          f"accepted: {_accepted(accepted)}")
             if not _same_kind(value, accepted[key], key):
-                raise FieldError((key,), f"{value!r} does not fit {self.name}'s {key}; accepted: a value like "
-                                         f"its default {accepted[key]!r}")
+                default = accepted[key]
+                wanted = (f"a value like its default {default!r}" if default is not None else
+                          "a list of layer names or null" if key in LIST_ARGUMENTS else "a number or null")
+                raise FieldError((key,), f"{value!r} does not fit {self.name}'s {key}; accepted: {wanted}")
         if self.learning_rate is None:
             # Spelled out so the resolved recipe shows the rate that was used.
             self.learning_rate = float(accepted["learning_rate"])
