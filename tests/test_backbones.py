@@ -4,7 +4,7 @@ import keras
 import pytest
 
 import convforge
-from convforge.backbones.googlenet import strip_aux
+from convforge.heads.classification import strip_aux
 from convforge.registry import get_spec, list_models
 
 REFERENCES = [(name, ref) for name in list_models() for ref in get_spec(name).references]

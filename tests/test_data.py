@@ -423,3 +423,29 @@ def test_source_specs(shapes_dir):
         data.load_source({"source": "digits", "splt": "val"})
     with pytest.raises(DataError, match="did you mean 'localization'"):
         data.build_dataset(data.digits("val"), "localisation", (32, 32, 1), 8, False)
+
+
+def test_predict_and_calibration_see_the_pixels_the_pipeline_trains_on(tmp_path):
+    """One contract: an odd-sized JPEG, a grey PNG and an RGBA PNG read by convforge.preprocessing (predict,
+    int8 calibration) come out equal to the evaluation pipeline's batch, with custom 0..255-scale stats."""
+    from convforge import preprocessing as pixels
+    from convforge.export.calibration import calibration_images
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "imgs" / "only"
+    folder.mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 255, (37, 53, 3), np.uint8)).save(folder / "a.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 255, (20, 31), np.uint8)).save(folder / "b.png")
+    Image.fromarray(rng.integers(0, 255, (64, 40, 4), np.uint8)).save(folder / "c.png")
+    records = data.image_folder(tmp_path / "imgs")
+    stats = ([0.3, 0.5, 0.4], [0.2, 0.25, 0.3])
+    batch, _ = next(iter(data.build_dataset(records, "classification", (24, 24, 3), 8, False, normalize=stats)))
+    spec = pixels.check(pixels.contract((24, 24, 3), stats), 3)
+    ours = np.concatenate([np.asarray(pixels.preprocess(pixels.read_image(r["image_path"], 3)[None], spec))
+                           for r in records])
+    np.testing.assert_allclose(ours, np.asarray(batch), atol=1e-5)
+    calibration = calibration_images(tmp_path / "imgs", (24, 24, 3), spec)
+    np.testing.assert_allclose(calibration, ours, atol=1e-5)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match="broken.png' could not be read"):
+        pixels.read_image(folder / "broken.png", 3)

@@ -322,6 +322,15 @@ def _model_groups():
 EXACT_SHAPE_FAMILIES = {"resnet", "densenet", "vgg", "googlenet", "mobilenet"}
 
 
+def test_declared_levels_follow_the_cifar_stem():
+    """ResNet's small-image stem quarters every stride; the registry says so without building."""
+    spec = convforge.get_spec("resnet18")
+    model = _build("resnet18", 32, stem="cifar", widths=(8, 8, 8, 8))
+    assert level_strides(model) == spec.feature_levels({"stem": "cifar"}) == {
+        "C1": 1, "C2": 1, "C3": 2, "C4": 4, "C5": 8}
+    assert spec.feature_levels() == {"C1": 2, "C2": 4, "C3": 8, "C4": 16, "C5": 32}
+
+
 def test_every_registered_model_is_covered():
     assert set(HEAVY) <= set(convforge.list_models())
     covered = [n for p in _model_groups() for n in p.values[0]]
@@ -340,6 +349,8 @@ def test_every_registered_model_has_a_field_for_every_layer(names):
         assert not missing, f"{name}: no receptive field for {missing}"
         levels = feature_levels(model)
         assert levels, f"{name} has no feature levels"
+        # The registry declares each backbone's levels without building it (for heads and `convforge models`).
+        assert {lv: rfs[lv].jump[0] for lv in levels} == spec.feature_levels(), name
         previous = 0
         for level in levels:
             rf = rfs[level]

@@ -422,6 +422,14 @@ def test_builder_options_are_read_from_source_like_the_signature():
 
     from convforge.registry import get_spec, list_models
 
+    from convforge.heads import classification
+
+    def options_of(function, *set_by_build):
+        return tuple(p for p in inspect.signature(function).parameters if p not in set_by_build)
+
     for name in list_models():
         spec = get_spec(name)
-        assert spec.option_names == tuple(inspect.signature(spec.builder).parameters), name
+        assert spec.backbone_option_names == options_of(spec.builder, "input_shape", "name"), name
+        top = options_of(classification.TOPS[spec.top], "x", "num_classes")
+        assert spec.top_option_names == top + (("aux_logits",) if spec.aux_taps else ()), name
+        assert spec.option_names == spec.backbone_option_names + spec.top_option_names

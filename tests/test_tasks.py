@@ -72,12 +72,29 @@ class ObjectCount(Task):
         raise AssertionError("no augmentation moves boxes in this test")
 
 
+class Pyramid(Task):
+    """A toy head that reads three feature levels, as detection and segmentation heads do."""
+
+    name = "pyramid_test"
+    levels = ("C3", "C4", "C5")
+
+    def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):
+        import keras
+
+        backbone = convforge.build_backbone(architecture, input_shape=input_shape, include_top=False,
+                                            **(options or {}))
+        found = convforge.feature_levels(backbone)
+        return keras.Model(backbone.input, [found[lv] for lv in self.levels])
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _registered():
-    """Register the test's task for this module only, so other modules see the built-in registry."""
+    """Register the test's tasks for this module only, so other modules see the built-in registry."""
     register_task(ObjectCount)
+    register_task(Pyramid)
     yield
     unregister_task(ObjectCount.name)
+    unregister_task(Pyramid.name)
 
 
 def test_a_task_registered_outside_convforge_trains_through_the_recipe(tmp_path, monkeypatch):
@@ -125,3 +142,27 @@ def test_a_bare_model_is_matched_to_its_task_by_its_outputs():
     loc = convforge.build_model("lenet5", task="localization", num_classes=3, input_shape=(32, 32, 1))
     cls = convforge.build_model("lenet5", num_classes=3, input_shape=(32, 32, 1))
     assert task_of_model(loc).name == "localization" and task_of_model(cls).name == "classification"
+
+
+def test_a_head_needing_levels_a_backbone_lacks_fails_naming_them(capsys):
+    """squeezenet ends at C4 (stride 16): a head on C3-C5 is refused at check and at build, in one line."""
+    message = ("squeezenet1_1 has feature levels C1 (stride 2), C2 (stride 4), C3 (stride 8), C4 (stride 16); "
+               "the pyramid_test head needs C3, C4, C5, and C5 is missing")
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_recipe(LOC, overrides=["task=pyramid_test", "model.architecture=squeezenet1_1", "model.options={}"])
+    assert cli_main(["check", str(LOC), "--set", "task=pyramid_test", "--set", "model.architecture=lenet5",
+                     "--set", "model.options={}", "--set", "model.input_shape=[32,32,1]"]) == 2
+    err = capsys.readouterr().err
+    assert "model.architecture: lenet5 has feature levels C1 (stride 2), C2 (stride 4)" in err
+    assert "C3, C4, C5 are missing" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ModelError, match="C5 is missing"):
+        convforge.build_model("squeezenet1_1", task="pyramid_test", input_shape=(64, 64, 3))
+    c3, c4, c5 = convforge.build_model("resnet18", task="pyramid_test", input_shape=(64, 64, 3)).outputs
+    assert (c3.shape[1], c4.shape[1], c5.shape[1]) == (8, 4, 2)
+
+
+def test_classification_top_options_are_refused_for_other_heads():
+    with pytest.raises(RecipeError, match="model.options.dropout: 'dropout' is an option of resnet18's "
+                                          "classification top, which the localization task does not use"):
+        load_recipe(LOC, overrides=["model.options={dropout: 0.2}"])
+    assert load_recipe(DIGITS, overrides=["model.options={dropout: 0.2}"]).model.options == {"dropout": 0.2}

@@ -27,19 +27,30 @@ def _human(n):
 
 
 def cmd_models(args):
-    """Print the registry: name, family, default input, params and MACs."""
+    """Print the registry: name, family, default input, params, MACs and feature levels."""
     from convforge.bench import model_table
+    from convforge.registry import get_spec
 
     rows = model_table(args.pattern, progress=lambda m: print(m, file=sys.stderr, flush=True))
     if not rows:
         raise ConvforgeError(f"no registered model matches {args.pattern!r}; try `convforge models` for all")
-    print(f"{'name':<18} {'family':<11} {'input':<12} {'classes':>7} {'params':>12} {'trainable':>12} {'MACs':>8}")
+    print(f"{'name':<18} {'family':<11} {'input':<12} {'classes':>7} {'params':>12} {'trainable':>12} {'MACs':>8}  "
+          "feature levels")
     for r in rows:
         shape = "x".join(str(v) for v in r["input_shape"])
         print(f"{r['name']:<18} {r['family']:<11} {shape:<12} {r['num_classes']:>7} {r['params']:>12,} "
-              f"{r['trainable']:>12,} {_human(r['macs']):>8}")
-    print(f"{len(rows)} models; params as Keras counts them (trainable: as PyTorch does); MACs per image")
+              f"{r['trainable']:>12,} {_human(r['macs']):>8}  {_levels(get_spec(r['name']).feature_levels())}")
+    print(f"{len(rows)} models; params as Keras counts them (trainable: as PyTorch does); MACs per image; "
+          "level Ck sits at stride 2^k (ResNet's stem: cifar quarters every stride)")
     return 0
+
+
+def _levels(levels):
+    """'C1-C5', or the levels a backbone has and those of C1..C5 it lacks ('C1-C4, no C5')."""
+    names = list(levels)
+    text = f"{names[0]}-{names[-1]}" if len(names) > 1 else names[0]
+    lacking = [f"C{k}" for k in range(1, 6) if f"C{k}" not in levels]
+    return text + (f", no {', '.join(lacking)}" if lacking else "")
 
 
 def cmd_summary(args):
@@ -221,8 +232,9 @@ def cmd_predict(args):
     import pathlib
 
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
+    from convforge import preprocessing as pixels
+    from convforge.export.saved_model import input_spec
     from convforge.tasks import task_of_model
 
     if not os.path.isfile(args.model):
@@ -230,24 +242,12 @@ def cmd_predict(args):
     folder = pathlib.Path(args.model).resolve().parent
     model = load_model(args.model, args.precision)
     names = json.loads((folder / "class_names.json").read_text()) if (folder / "class_names.json").exists() else []
-    prep_file = folder / "preprocessing.json"
-    if prep_file.exists():
-        prep = json.loads(prep_file.read_text())
-    else:
-        h, w, c = model.input.shape[1:]
-        prep = {"resize": [h, w], "channels": c, "scale": 1 / 255, "mean": [0.0] * c, "std": [1.0] * c}
+    shape = input_spec(model)
+    # The contract training saved: the same decode, resize, rounding and normalization as the pipeline.
+    spec, saved = pixels.saved_beside(args.model, shape)
     task = task_of_model(model, folder)
     for path in args.images:
-        try:
-            with Image.open(path) as img:
-                img = img.convert("L" if prep["channels"] == 1 else "RGB")
-                img = img.resize((prep["resize"][1], prep["resize"][0]), Image.BILINEAR)
-                x = np.asarray(img, dtype="float32").reshape(1, *prep["resize"], prep["channels"])
-        except FileNotFoundError:
-            raise ConvforgeError(f"image {path!r} does not exist") from None
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-            raise ConvforgeError(f"image {path!r} could not be read: {err}") from None
-        x = (x * prep["scale"] - np.asarray(prep["mean"], "float32")) / np.asarray(prep["std"], "float32")
+        x = pixels.preprocess(pixels.read_image(path, shape[2])[None], spec)
         outputs = model(x, training=False)
         outputs = {k: np.asarray(v)[0] for k, v in outputs.items()} if isinstance(outputs, dict) else np.asarray(
             outputs)[0]
@@ -255,6 +255,9 @@ def cmd_predict(args):
         text = ", ".join(f"{r['class']} {r['probability']:.3f}" + (f" box {r['box']}" if "box" in r else "")
                          for r in results)
         print(f"{path}: {text}")
+    if not saved:
+        print(f"note: no {pixels.FILE_NAME} beside {args.model}, so images were taken as pixels / 255",
+              file=sys.stderr)
     return 0
 
 

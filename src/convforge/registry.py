@@ -17,6 +17,12 @@ import os
 from convforge.errors import ModelError, close_matches
 
 
+# Level Ck sits at stride 2**k wherever an architecture has it.
+LEVELS_C1_C5 = (("C1", 2), ("C2", 4), ("C3", 8), ("C4", 16), ("C5", 32))
+# Arguments build_backbone passes itself (or the tensor a top is put on), never options of a recipe.
+_SET_BY_BUILD = ("x", "input_shape", "num_classes", "name")
+
+
 @dataclasses.dataclass(frozen=True)
 class Reference:
     """A published parameter count, the convention it counts in, and where it comes from.
@@ -48,6 +54,15 @@ class ModelSpec:
     references: tuple = ()
     macs: float | None = None  # published multiply-accumulates at default_input_shape, for a sanity check
     notes: str = ""
+    # The classification top (a key of heads.classification.TOPS), its options in this architecture, and the
+    # layers auxiliary classifiers read (GoogLeNet's), used with the option aux_logits=True.
+    top: str = "gap"
+    top_options: dict = dataclasses.field(default_factory=dict)
+    aux_taps: tuple = ()
+    # The named feature levels ((name, stride in input pixels), ...) as the row's options build them, and the
+    # options that change them: {option: {value: levels}} (ResNet's small-image stem halves every stride).
+    levels: tuple = LEVELS_C1_C5
+    levels_with: dict = dataclasses.field(default_factory=dict)
 
     @property
     def builder(self):
@@ -57,8 +72,39 @@ class ModelSpec:
 
     @property
     def option_names(self):
-        """The keyword arguments the builder takes, read from its source (no import)."""
-        return builder_parameters(self.builder_path)
+        """Every option a model of this name takes: its builder's and its classification top's (no import)."""
+        return self.backbone_option_names + self.top_option_names
+
+    @property
+    def backbone_option_names(self):
+        """The keyword arguments the backbone builder takes, read from its source."""
+        return tuple(p for p in builder_parameters(self.builder_path) if p not in _SET_BY_BUILD)
+
+    @property
+    def top_option_names(self):
+        """The options of the classification top (heads.classification), read from its source."""
+        names = builder_parameters(f"convforge.heads.classification:{self.top}_top")
+        return tuple(p for p in names if p not in _SET_BY_BUILD) + (("aux_logits",) if self.aux_taps else ())
+
+    def split_options(self, options):
+        """Split options (over the row's defaults) into (backbone builder's, classification top's)."""
+        backbone, top = dict(self.options), dict(self.top_options)
+        for key, value in options.items():
+            (top if key in self.top_option_names else backbone)[key] = value
+        return backbone, top
+
+    def feature_levels(self, options=None):
+        """{level: stride} of the backbone built with these options (over the row's), without building it."""
+        merged = {**self.options, **(options or {})}
+        for option, variants in self.levels_with.items():
+            if merged.get(option) in variants:
+                return dict(variants[merged[option]])
+        return dict(self.levels)
+
+    def missing_levels(self, needed, options=None):
+        """The levels of `needed` this backbone lacks, in order."""
+        have = self.feature_levels(options)
+        return [lv for lv in needed if lv not in have]
 
     @property
     def num_classes(self):
@@ -81,6 +127,24 @@ def builder_parameters(builder_path):
             args = node.args
             return tuple(a.arg for a in args.posonlyargs + args.args + args.kwonlyargs)
     raise ModelError(f"builder {builder_path} is not defined in {path}")
+
+
+def missing_levels_message(name, needed, options=None, who="this head"):
+    """One line naming the backbone, its levels and those of `needed` it lacks; None when it has them all."""
+    spec = get_spec(name)
+    missing = spec.missing_levels(needed, options)
+    if not missing:
+        return None
+    have = ", ".join(f"{lv} (stride {s})" for lv, s in spec.feature_levels(options).items())
+    return (f"{spec.name} has feature levels {have}; {who} needs {', '.join(needed)}, and "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+
+
+def require_levels(name, needed, options=None, who="this head"):
+    """Raise ModelError (missing_levels_message) when backbone `name` lacks any of the levels `needed`."""
+    message = missing_levels_message(name, needed, options, who)
+    if message:
+        raise ModelError(message)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -120,6 +184,8 @@ register(ModelSpec(
     name="lenet5", family="lenet", builder_path=_builder("lenet", "build_lenet"), options={},
     paper="LeCun et al., Gradient-based learning applied to document recognition, Proc. IEEE 1998",
     default_input_shape=(32, 32, 1), min_input_size=32,
+    top="fc", top_options=dict(fc_units=(84,), fc_activation="tanh", dropout=0.0),
+    levels=(("C1", 2), ("C2", 4)),  # C3 and up would need a map smaller than 1x1 at LeNet's 32 px
     references=(Reference(61_706, "total", "LeNet-5 paper layout, full C3", input_shape=(32, 32, 1),
                           num_classes=10),),
     macs=0.416e6,
@@ -132,16 +198,20 @@ _ALEXNET_TORCHVISION = ((64, 11, 4, 2, 1, False, True), (192, 5, 1, 2, 1, False,
 # The paper's two-GPU split survives as groups=2 on conv2, conv4 and conv5 (they saw only their own GPU's half).
 _ALEXNET_PAPER = ((96, 11, 4, 0, 1, True, True), (256, 5, 1, 2, 2, True, True), (384, 3, 1, 1, 1, False, False),
                   (384, 3, 1, 1, 2, False, False), (256, 3, 1, 1, 2, False, True))
+# conv1's stride 4 skips C1.
+_ALEXNET_LEVELS = (("C2", 4), ("C3", 8), ("C4", 16), ("C5", 32))
 _ALEXNET_REF = "Krizhevsky, Sutskever & Hinton, ImageNet classification with deep CNNs, NeurIPS 2012"
 register(ModelSpec(
     name="alexnet", family="alexnet", builder_path=_builder("alexnet", "build_alexnet"),
-    options=dict(convs=_ALEXNET_TORCHVISION, adaptive_pool=(6, 6)), paper=_ALEXNET_REF, min_input_size=95,
+    options=dict(convs=_ALEXNET_TORCHVISION), paper=_ALEXNET_REF, min_input_size=95,
+    top="fc", top_options=dict(dropout_first=True, adaptive_pool=(6, 6)), levels=_ALEXNET_LEVELS,
     references=(Reference(61_100_840, "total", "torchvision"),), macs=0.714e9,
     notes="torchvision's single-GPU variant (64/192/384/256/256 filters, no LRN)",
 ))
 register(ModelSpec(
     name="alexnet_original", family="alexnet", builder_path=_builder("alexnet", "build_alexnet"),
-    options=dict(convs=_ALEXNET_PAPER, adaptive_pool=None), paper=_ALEXNET_REF, default_input_shape=(227, 227, 3),
+    options=dict(convs=_ALEXNET_PAPER), paper=_ALEXNET_REF, default_input_shape=(227, 227, 3),
+    top="fc", top_options=dict(dropout_first=True), levels=_ALEXNET_LEVELS,
     min_input_size=67,
     references=(Reference(60_965_224, "total", "Caffe bvlc_alexnet", input_shape=(227, 227, 3)),),
     notes="the paper's layout: 96/256/384/384/256 filters, LRN after conv1-2, groups=2 for the two-GPU split",
@@ -159,9 +229,9 @@ for _name, (_blocks, _plain, _bn, _gmacs) in {
     if _name in ("vgg16", "vgg19"):
         _refs += (Reference(_plain, "total", "keras.applications"),)
     register(ModelSpec(name=_name, family="vgg", builder_path=_builder("vgg", "build_vgg"),
-                       options=dict(blocks=_blocks), paper=_VGG, references=_refs, macs=_gmacs * 1e9))
+                       options=dict(blocks=_blocks), paper=_VGG, references=_refs, macs=_gmacs * 1e9, top="fc"))
     register(ModelSpec(name=f"{_name}_bn", family="vgg", builder_path=_builder("vgg", "build_vgg"),
-                       options=dict(blocks=_blocks, batch_norm=True), paper=_VGG,
+                       options=dict(blocks=_blocks, batch_norm=True), paper=_VGG, top="fc",
                        references=(Reference(_bn, "trainable", "torchvision"),), macs=_gmacs * 1e9))
 
 register(ModelSpec(
@@ -169,7 +239,7 @@ register(ModelSpec(
     paper="Szegedy et al., Going deeper with convolutions, CVPR 2015",
     references=(Reference(6_624_904, "trainable", "torchvision (aux_logits=False)"),
                 Reference(13_004_888, "trainable", "torchvision (aux_logits=True)", options={"aux_logits": True})),
-    min_input_size=31, macs=1.50e9,
+    min_input_size=31, macs=1.50e9, top_options=dict(dropout=0.2), aux_taps=("inception4a", "inception4d"),
     notes="torchvision layout (BN after every conv, 3x3 in the '5x5' branch); branch3_kernel=5 gives the paper's",
 ))
 register(ModelSpec(
@@ -180,6 +250,9 @@ register(ModelSpec(
     macs=5.71e9, notes="keras.applications layout, no auxiliary head",
 ))
 
+# The small-image stem (one 3x3/1 conv, no max-pool) keeps stage 1 at full size: every stride is a quarter,
+# so C1 and C2 are both at stride 1 and C5 at 8 (names kept: they are still the outputs of the same stages).
+_CIFAR_STEM_LEVELS = (("C1", 1), ("C2", 1), ("C3", 2), ("C4", 4), ("C5", 8))
 _KERAS_STYLE = dict(stride_in_1x1=True, conv_bias=True, bn_epsilon=1.001e-5)
 _HE = "He et al., Deep residual learning for image recognition, CVPR 2016"
 _XIE = "Xie et al., Aggregated residual transformations for deep neural networks, CVPR 2017"
@@ -207,7 +280,8 @@ for _name, (_options, _paper, _refs, _gmacs) in {
                     (Reference(28_088_024, "trainable", "timm seresnet50 / Hu et al."),), 4.09),
 }.items():
     register(ModelSpec(name=_name, family="resnet", builder_path=_builder("resnet", "build_resnet"),
-                       options=_options, paper=_paper, references=_refs, macs=_gmacs * 1e9))
+                       options=_options, paper=_paper, references=_refs, macs=_gmacs * 1e9,
+                       levels_with={"stem": {"cifar": _CIFAR_STEM_LEVELS}}))
 
 _HUANG = "Huang et al., Densely connected convolutional networks, CVPR 2017"
 # name: options, torchvision trainable params, keras.applications total params (None: not in keras), GMACs
@@ -233,6 +307,7 @@ for _name, (_options, _params, _gmacs) in {
 }.items():
     register(ModelSpec(name=_name, family="squeezenet", builder_path=_builder("squeezenet", "build_squeezenet"),
                        options=_options, paper=_IANDOLA, min_input_size=29 if _name == "squeezenet1_0" else 25,
+                       top="conv", levels=LEVELS_C1_C5[:4],  # the last fire module sits at stride 16: no C5
                        references=(Reference(_params, "total", "torchvision"),), macs=_gmacs * 1e9))
 
 register(ModelSpec(
@@ -240,5 +315,5 @@ register(ModelSpec(
     paper="Sandler et al., MobileNetV2: inverted residuals and linear bottlenecks, CVPR 2018",
     references=(Reference(3_504_872, "trainable", "torchvision"),
                 Reference(3_538_984, "total", "keras.applications")),
-    macs=0.30e9,
+    macs=0.30e9, top_options=dict(dropout=0.2),
 ))

@@ -12,7 +12,6 @@ import json
 import os
 import pathlib
 
-import numpy as np
 
 from convforge.atomic import write_text
 from convforge.errors import ConvforgeError

@@ -1,22 +1,18 @@
 """AlexNet (Krizhevsky et al., NeurIPS 2012): the torchvision layout and the paper's, with LRN and groups."""
 import keras
-from keras import layers
 
-from convforge.backbones.common import classifier, level, pool_features
+from convforge.backbones.common import level
 from convforge.layers import LocalResponseNormalization, conv_bn_act, max_pool
 
 
-def build_alexnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
-                  classifier_activation="softmax", convs=(), adaptive_pool=None, dropout=0.5, fc_units=4096,
-                  name="alexnet"):
-    """AlexNet from a table of conv rows (filters, kernel, stride, padding, groups, lrn, pool_after).
-
-    fc_units sizes the two hidden Dense layers (4096 in the paper).
+def build_alexnet(input_shape=(224, 224, 3), convs=(), name="alexnet"):
+    """AlexNet's convolutional part from a table of conv rows (filters, kernel, stride, padding, groups, lrn,
+    pool_after); its two 4096-unit FC layers are heads.classification's "fc" top (fc_units resizes them).
 
     Levels: C2 after conv1 (stride 4), C3 after conv2 (8), C4 after conv5 (16), C5 after the last pool (32).
-    `adaptive_pool` (torchvision) pools the last map to a fixed grid so the classifier fits any input size;
-    Keras' adaptive pooling cannot upsample inside a traced graph, so inputs must keep that map >= 1x1 before
-    pooling to 6x6 (95 px and up).
+    The top's `adaptive_pool` (torchvision) pools the last map to a fixed grid so the classifier fits any input
+    size; Keras' adaptive pooling cannot upsample inside a traced graph, so inputs must keep that map >= 1x1
+    before pooling to 6x6 (95 px and up).
     """
     inputs = keras.Input(input_shape, name="image")
     x = inputs
@@ -30,12 +26,4 @@ def build_alexnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True,
         if pool_after:
             x = max_pool(x, 3, 2, name=f"pool{i + 1}")
     x = level(x, "C5")
-    if not include_top:
-        return keras.Model(inputs, pool_features(x, pooling), name=name)
-    if adaptive_pool:
-        x = layers.AdaptiveAveragePooling2D(adaptive_pool, name="adaptive_pool")(x)
-    x = layers.Flatten(name="flatten")(x)
-    for i in (6, 7):
-        x = layers.Dropout(dropout, name=f"drop{i}")(x)
-        x = layers.Dense(fc_units, activation="relu", name=f"fc{i}")(x)
-    return keras.Model(inputs, classifier(x, num_classes, classifier_activation), name=name)
+    return keras.Model(inputs, x, name=name)

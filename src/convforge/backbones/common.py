@@ -1,4 +1,4 @@
-"""What every backbone shares: named feature levels, the classification top, precision and input checks."""
+"""What every backbone shares: named feature levels, global pooling of features, precision and input checks."""
 import contextlib
 
 import keras
@@ -34,16 +34,6 @@ def level_strides(model):
     return {name: fields[name].jump[0] for name in feature_levels(model)}
 
 
-def head_dtype():
-    """Compute the last layer in float32 under a mixed policy, so softmax and the loss stay accurate."""
-    return "float32" if keras.config.dtype_policy().name.startswith("mixed") else None
-
-
-def classifier(x, num_classes, activation, *, name="predictions"):
-    """The final Dense layer (float32 under mixed precision)."""
-    return layers.Dense(num_classes, activation=activation, dtype=head_dtype(), name=name)(x)
-
-
 def pool_features(x, pooling):
     """Global-pool features for include_top=False: None keeps the map, 'avg'/'max' give a vector."""
     if pooling == "avg":
@@ -51,16 +41,6 @@ def pool_features(x, pooling):
     if pooling == "max":
         return layers.GlobalMaxPooling2D(name="max_pool")(x)
     return x
-
-
-def gap_top(x, *, include_top, pooling, num_classes, classifier_activation, dropout=0.0):
-    """The modern top: global average pool, optional dropout, Dense; or pooled features without a top."""
-    if not include_top:
-        return pool_features(x, pooling)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if dropout:
-        x = layers.Dropout(dropout, name="top_dropout")(x)
-    return classifier(x, num_classes, classifier_activation)
 
 
 @contextlib.contextmanager
@@ -97,13 +77,12 @@ def check_input_shape(spec, input_shape):
     return shape
 
 
-def check_options(spec, options):
-    """Raise ModelError for builder options the family does not take, naming the accepted ones."""
-    params = spec.option_names
-    accepted = [p for p in params if p not in ("input_shape",)]
+def check_options(spec, options, pooling=None):
+    """Raise ModelError for options the architecture (backbone or classification top) does not take."""
+    accepted = spec.option_names
     for key in options:
-        if key not in params:
+        if key not in accepted:
             raise ModelError(f"{spec.name} takes no option {key!r}{close_matches(key, accepted)}; "
                              f"accepted: {', '.join(accepted)}")
-    if options.get("pooling") not in POOLINGS:
-        raise ModelError(f"{spec.name}: pooling {options['pooling']!r} is not one of None, 'avg', 'max'")
+    if pooling not in POOLINGS:
+        raise ModelError(f"{spec.name}: pooling {pooling!r} is not one of None, 'avg', 'max'")

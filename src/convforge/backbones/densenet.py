@@ -2,13 +2,12 @@
 import keras
 from keras import layers
 
-from convforge.backbones.common import gap_top, level
+from convforge.backbones.common import level
 from convforge.layers import conv_bn_act, dense_block, max_pool, transition
 
 
-def build_densenet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
-                   classifier_activation="softmax", blocks=(6, 12, 24, 16), growth_rate=32, init_features=64,
-                   bn_size=4, reduction=0.5, bn_epsilon=1e-5, dropout=0.0, name="densenet121"):
+def build_densenet(input_shape=(224, 224, 3), blocks=(6, 12, 24, 16), growth_rate=32, init_features=64,
+                   bn_size=4, reduction=0.5, bn_epsilon=1e-5, name="densenet121"):
     """DenseNet-BC: a 7x7/2 stem, four dense blocks of `blocks` layers, transitions halving channels.
 
     Levels: C1 stem (stride 2), C2..C4 the outputs of dense blocks 1-3, C5 the final BN-ReLU (stride 32).
@@ -26,5 +25,4 @@ def build_densenet(input_shape=(224, 224, 3), num_classes=1000, include_top=True
     x = layers.BatchNormalization(epsilon=bn_epsilon, momentum=0.9, name="bn")(x)
     x = layers.Activation("relu", name="relu")(x)
     x = level(x, "C5")
-    return keras.Model(inputs, gap_top(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-                                       classifier_activation=classifier_activation, dropout=dropout), name=name)
+    return keras.Model(inputs, x, name=name)

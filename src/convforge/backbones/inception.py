@@ -1,7 +1,7 @@
 """Inception v3 (Szegedy et al., CVPR 2016): factorized convolutions and grid-size reduction, as module tables."""
 import keras
 
-from convforge.backbones.common import gap_top, level
+from convforge.backbones.common import level
 from convforge.layers import conv_bn_act, inception_module, max_pool
 from convforge.layers.inception import conv, pool, scaled, split
 
@@ -36,8 +36,7 @@ _LAYOUT = (("mixed0", _module_a(32), None), ("mixed1", _module_a(64), None), ("m
            ("mixed9", _MODULE_E, None), ("mixed10", _MODULE_E, "C5"))
 
 
-def build_inception_v3(input_shape=(299, 299, 3), num_classes=1000, include_top=True, pooling=None,
-                       classifier_activation="softmax", dropout=0.0, width=1.0, name="inception_v3"):
+def build_inception_v3(input_shape=(299, 299, 3), width=1.0, name="inception_v3"):
     """Inception v3 in keras.applications' layout (convs without bias, BN without scale, eps 1e-3).
 
     width multiplies every conv's filters (1.0: the paper's).
@@ -60,5 +59,4 @@ def build_inception_v3(input_shape=(299, 299, 3), num_classes=1000, include_top=
         x = inception_module(x, branches, conv_options=opts, name=module_name, width=width)
         if mark:
             x = level(x, mark)
-    return keras.Model(inputs, gap_top(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-                                       classifier_activation=classifier_activation, dropout=dropout), name=name)
+    return keras.Model(inputs, x, name=name)

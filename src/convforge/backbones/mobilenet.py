@@ -1,7 +1,7 @@
 """MobileNetV2 (Sandler et al., CVPR 2018): inverted residuals with linear bottlenecks, the edge baseline."""
 import keras
 
-from convforge.backbones.common import gap_top, level
+from convforge.backbones.common import level
 from convforge.layers import conv_bn_act, inverted_residual
 
 # Table 2 of the paper: expansion t, output channels c, repeats n, first stride s.
@@ -15,8 +15,7 @@ def make_divisible(value, divisor=8):
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def build_mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
-                       classifier_activation="softmax", alpha=1.0, dropout=0.2, name="mobilenet_v2"):
+def build_mobilenet_v2(input_shape=(224, 224, 3), alpha=1.0, name="mobilenet_v2"):
     """MobileNetV2 with width multiplier `alpha`, in keras.applications' layout (BN eps 1e-3).
 
     Levels: C1..C5 are the last block at strides 2, 4, 8, 16, and the final 1x1 conv at stride 32.
@@ -36,5 +35,4 @@ def build_mobilenet_v2(input_shape=(224, 224, 3), num_classes=1000, include_top=
     last = make_divisible(1280 * alpha) if alpha > 1.0 else 1280
     x = conv_bn_act(x, last, 1, 1, "same", name="head", **opts)
     x = level(x, "C5")
-    return keras.Model(inputs, gap_top(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-                                       classifier_activation=classifier_activation, dropout=dropout), name=name)
+    return keras.Model(inputs, x, name=name)

@@ -6,15 +6,14 @@ bias, BN eps 1e-5); stride_in_1x1=True, conv_bias=True, bn_epsilon=1.001e-5 give
 """
 import keras
 
-from convforge.backbones.common import gap_top, level
+from convforge.backbones.common import level
 from convforge.layers import conv_bn_act, max_pool, residual_block
 from convforge.errors import ModelError, close_matches
 
 
-def build_resnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
-                 classifier_activation="softmax", block="bottleneck", depths=(3, 4, 6, 3),
+def build_resnet(input_shape=(224, 224, 3), block="bottleneck", depths=(3, 4, 6, 3),
                  widths=(64, 128, 256, 512), groups=1, base_width=64, se_ratio=None, stride_in_1x1=False,
-                 conv_bias=False, bn_epsilon=1e-5, dropout=0.0, stem="imagenet", name="resnet50"):
+                 conv_bias=False, bn_epsilon=1e-5, stem="imagenet", name="resnet50"):
     """A ResNet-family network: a 7x7/2 stem, a 3x3/2 max-pool, then four stages of `depths` blocks.
 
     stem="cifar" is the small-image stem of He et al. section 4.2: one 3x3/1 conv and no max-pool, so a
@@ -39,8 +38,7 @@ def build_resnet(input_shape=(224, 224, 3), num_classes=1000, include_top=True, 
                 bn_epsilon=bn_epsilon, name=f"conv{stage + 2}_block{i + 1}",
             )
         x = level(x, f"C{stage + 2}")
-    return keras.Model(inputs, gap_top(x, include_top=include_top, pooling=pooling, num_classes=num_classes,
-                                       classifier_activation=classifier_activation, dropout=dropout), name=name)
+    return keras.Model(inputs, x, name=name)
 
 
 STEMS = ("imagenet", "cifar")

@@ -2,16 +2,15 @@
 import keras
 from keras import layers
 
-from convforge.backbones.common import classifier, level, pool_features
+from convforge.backbones.common import level
 from convforge.layers import conv_bn_act
 
 
-def build_vgg(input_shape=(224, 224, 3), num_classes=1000, include_top=True, pooling=None,
-              classifier_activation="softmax", blocks=(), batch_norm=False, dropout=0.5,
-              widths=(64, 128, 256, 512, 512), fc_units=4096, name="vgg16"):
-    """VGG from `blocks`, the number of 3x3 convs in each of the five blocks (filters `widths`, 64..512).
-
-    fc_units sizes the two hidden Dense layers (4096 in the paper; 512 is the usual small-image choice).
+def build_vgg(input_shape=(224, 224, 3), blocks=(), batch_norm=False, widths=(64, 128, 256, 512, 512),
+              name="vgg16"):
+    """VGG's convolutional part from `blocks`, the number of 3x3 convs in each of the five blocks (filters
+    `widths`, 64..512); fc1, fc2 and the classifier are heads.classification's "fc" top (fc_units sizes the
+    two hidden Dense layers: 4096 in the paper, 512 the usual small-image choice).
 
     Levels: C1..C4 are the last conv of blocks 2..5 (strides 2..16), C5 the last pool (stride 32).
     Layer names follow keras.applications (block1_conv1 ... fc1, fc2, predictions).
@@ -27,10 +26,4 @@ def build_vgg(input_shape=(224, 224, 3), num_classes=1000, include_top=True, poo
             x = level(x, f"C{b - 1}")
         x = layers.MaxPooling2D(2, strides=2, name=f"block{b}_pool")(x)
     x = level(x, "C5")
-    if not include_top:
-        return keras.Model(inputs, pool_features(x, pooling), name=name)
-    x = layers.Flatten(name="flatten")(x)
-    for i in (1, 2):
-        x = layers.Dense(fc_units, activation="relu", name=f"fc{i}")(x)
-        x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
-    return keras.Model(inputs, classifier(x, num_classes, classifier_activation), name=name)
+    return keras.Model(inputs, x, name=name)

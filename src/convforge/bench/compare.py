@@ -93,7 +93,7 @@ def measure_model(name, input_size=224, runs=LATENCY_RUNS, threads=None):
             path = export(model, tmp, formats=["tflite"], verify=False, progress=None)["paths"]["tflite"]
             row["tflite_mb"] = round(os.path.getsize(path) / 1e6, 3)
             tflite_run, _ = runner("tflite", path, threads)
-            names = resolve_output_names(keras_outputs)
+            names = resolve_output_names(model, keras_outputs)
             outputs = tflite_run(sample)
             # Recorded, not enforced: a latency of a conversion that computes something else would mislead.
             row["tflite_max_abs_diff"] = float(f"{max_abs_diff(named_outputs(keras_outputs, names), outputs):.3g}")

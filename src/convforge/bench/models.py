@@ -1,7 +1,7 @@
 """The registry table: params, MACs and build time of every architecture at its default input size.
 
 Building every model takes half a minute or more, so rows are cached per version of the code that defines the
-architectures (a hash of backbones/, layers/ and registry.py and the Keras version): in the user's cache, and
+architectures (a hash of backbones/, layers/, the classification tops, registry.py and the Keras version): in the user's cache, and
 in `model_table.json` shipped beside this module, written by `make bench` (benchmarks/model_table.py), so a
 fresh install answers `convforge models` without building anything while the code matches.
 """
@@ -24,6 +24,7 @@ def source_key():
     for sub in ("backbones", "layers"):
         for path in sorted((_SOURCE_ROOT / sub).glob("*.py")):
             digest.update(path.read_bytes())
+    digest.update((_SOURCE_ROOT / "heads" / "classification.py").read_bytes())
     digest.update((_SOURCE_ROOT / "registry.py").read_bytes())
     return digest.hexdigest()[:16]
 

@@ -25,82 +25,10 @@ from convforge.data.instances import (DEFAULT_MAX_INSTANCES, ParseContext, keypo
                                       segmentation_text)
 from convforge.data.records import Examples, ImageArrays, Records
 from convforge.errors import DataError, close_matches
+from convforge import preprocessing as pixels
 
-NORMALIZATIONS = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
-
-
-def normalization(normalize, channels):
-    """Return (mean, std) lists on the 0..1 scale for a normalize setting and channel count."""
-    if isinstance(normalize, str):
-        if normalize not in NORMALIZATIONS:
-            raise DataError(f"normalize={normalize!r} is not one of {', '.join(NORMALIZATIONS)} or a "
-                            f"(mean, std) pair{close_matches(normalize, NORMALIZATIONS)}")
-        mean, std = NORMALIZATIONS[normalize]
-        if channels == 1:
-            # One grey channel takes the average of the colour statistics (as torchvision's Grayscale users do).
-            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
-    else:
-        try:
-            mean, std = normalize
-            mean, std = [float(m) for m in mean], [float(s) for s in std]
-        except (TypeError, ValueError):
-            raise DataError(f"normalize={normalize!r} is not accepted; use 'imagenet', 'unit' or a "
-                            f"(mean, std) pair of lists on the 0..1 scale") from None
-        if len(mean) == 1 and len(std) == 1:
-            mean, std = mean * channels, std * channels
-        if len(mean) != channels or len(std) != channels or min(std) <= 0:
-            raise DataError(f"normalize mean {mean} and std {std} must have {channels} values each "
-                            f"(or one) and std must be positive")
-    return [float(m) for m in mean][:channels], [float(s) for s in std][:channels]
-
-
-def _check_input_shape(input_shape):
-    """Return (H, W, C) as ints, or raise DataError."""
-    try:
-        height, width, channels = (int(v) for v in input_shape)
-    except (TypeError, ValueError):
-        raise DataError(f"input_shape={input_shape!r} must be (height, width, channels)") from None
-    if height < 1 or width < 1 or channels not in (1, 3):
-        raise DataError(f"input_shape={input_shape!r} needs positive height and width and 1 or 3 channels")
-    return height, width, channels
-
-
-def preprocessing(input_shape, normalize="imagenet"):
-    """Describe what the pipeline does to pixels, for exporters to bake into a serving signature.
-
-    A served image is resized (bilinear) to `resize`, given `channels`, multiplied by `scale` and then
-    standardized: (x * scale - mean) / std per channel.
-
-    Examples:
-        >>> p = preprocessing((224, 224, 3), "imagenet")
-        >>> p["resize"], p["channels"], p["mean"]
-        ([224, 224], 3, [0.485, 0.456, 0.406])
-    """
-    height, width, channels = _check_input_shape(input_shape)
-    mean, std = normalization(normalize, channels)
-    return {"resize": [height, width], "channels": channels, "interpolation": "bilinear", "scale": 1 / 255.0,
-            "mean": mean, "std": std}
-
-
-def _to_channels(image, channels):
-    """Drop alpha, then turn grey into RGB or RGB into grey as asked."""
-    have = image.shape[-1]
-    if have is None:
-        # Decoded files have no static channel count: bring every file to RGB first, then convert in Python.
-        image = tf.cond(tf.shape(image)[-1] >= 3, lambda: image[..., :3],
-                        lambda: tf.tile(image[..., :1], [1, 1, 3]))
-        image.set_shape([None, None, 3])
-        have = 3
-    else:
-        image, have = (image[..., :3], 3) if have >= 3 else (image[..., :1], 1)
-    if channels == 3 and have == 1:
-        image = tf.tile(image, [1, 1, 3])
-    elif channels == 1 and have == 3:
-        image = tf.image.rgb_to_grayscale(image)
-    return image
+# The contract's names, kept here for callers of convforge.data.
+preprocessing, normalization, NORMALIZATIONS = pixels.contract, pixels.normalization, pixels.NORMALIZATIONS
 
 
 def _record_slices(records, parser, num_keypoints):
@@ -187,10 +115,10 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
                             f"{', '.join(task_names())}")
         task = get_task(task)
     parser = task.parser
-    height, width, channels = _check_input_shape(input_shape)
+    spec = pixels.contract(input_shape, normalize)
+    (height, width), channels = spec["resize"], spec["channels"]
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise DataError(f"batch_size={batch_size!r} must be a positive integer")
-    mean, std = normalization(normalize, channels)
     check_augment(augment, task)
     augmenter = (build_augmenter(augment, task, (height, width, channels), seed,
                                  getattr(source, "keypoint_names", None)) if training else None)
@@ -218,9 +146,7 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
             masks = tf.numpy_function(rasterize_all, [example["segmentation"], size[0], size[1], height, width],
                                       tf.uint8, stateful=False)
             example = {**example, "masks": tf.ensure_shape(masks, [None, height, width])}
-        image = _to_channels(example["image"], channels)
-        image = tf.image.resize(image, (height, width), method="bilinear")
-        image = tf.saturate_cast(tf.round(image), tf.uint8)
+        image = tf.saturate_cast(pixels.resize(pixels.to_channels(example["image"], channels), spec), tf.uint8)
         target = parser.target(example, context)
         if one_hot:
             target = parser.one_hot(target, num_classes)
@@ -263,15 +189,12 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
 
-    mean_t = tf.constant(mean, tf.float32) * 255.0
-    std_t = tf.constant(std, tf.float32) * 255.0
-
     def finish(images, targets):
         """Augment (training) and normalize one batch."""
         images = tf.cast(images, tf.float32)
         if augmenter is not None:
             images, targets = augmenter(images, targets)
-        return (images - mean_t) / std_t, targets
+        return pixels.normalize(images, spec), targets
 
     # Keras layers draw from a stateful seed generator; only an in-order map makes those draws repeatable.
     in_order = deterministic and augmenter is not None

@@ -25,15 +25,16 @@ import numpy as np
 
 from convforge._api import callable_package
 from convforge.cpu import describe_machine
-from convforge.errors import ExportError, close_matches
+from convforge.errors import ExportError
 from convforge.export.card import CARD_JSON, CARD_MD, sha256_path, size_bytes, versions, write_card
-from convforge.export.judge import (DEFAULT_MAX_DROP, judge, keras_scorer, score, top1_accuracy,
+from convforge.export.judge import (DEFAULT_MAX_DROP, judge, keras_scorer, score,
                                     validation_batches)
-from convforge.export.saved_model import (INPUT_NAME, check_preprocessing, input_spec, preprocess,
-                                          resolve_output_names, serving_function, write_saved_model)
+from convforge.export.config import ExportConfig
+from convforge.export.saved_model import (INPUT_NAME, input_spec, output_kinds, resolve_output_names,
+                                          serving_function, write_saved_model)
+from convforge.preprocessing import check as check_preprocessing, preprocess
 from convforge.export.formats import FORMATS as TABLE
 from convforge.export.formats import FP32_FORMATS, NAMES, QUANTIZED_FORMATS, TFLITE_FORMATS
-from convforge.export.tflite import INT8_IO
 from convforge.export.verify import (CHECK_FILE, CHECK_SEED, FlexUnavailable,
                                      check_artifact, check_images, check_uint8_images, compare_quantized,
                                      named_outputs, runner, verify_dir)
@@ -93,8 +94,19 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
     Returns:
         {"out_dir": path, "paths": {format: path}, "card": the card dict written to card.json}
     """
-    say = progress or (lambda *_: None)
-    formats = _check_formats(formats)
+    config = ExportConfig(
+        formats=formats, representative=representative, preprocessing=preprocessing,
+        with_preprocessing=with_preprocessing, output_names=output_names, allow_flex=allow_flex, opset=opset,
+        verify=verify, max_abs_diff=max_abs_diff, inputs_for_check=inputs_for_check, progress=progress,
+        int8_io=int8_io, latency_runs=latency_runs, threads=threads, source=source, validation=validation,
+        metric=metric, metric_name=metric_name, max_metric_drop=max_metric_drop, fail_on_drop=fail_on_drop,
+        validation_size=validation_size, labels=labels)
+    return export_with(model, out_dir, config)
+
+
+def export_with(model, out_dir, config):
+    """`export` with its options as one ExportConfig."""
+    say = config.say
     shape = input_spec(model)
     # Artifacts hold float32 graphs whatever the model was trained in: bf16/fp16 ops are neither TFLite
     # builtins nor fast on most targets. The copy is the reference every artifact is verified against.
@@ -102,59 +114,59 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
     model = float32_copy(model)
     if trained is not model:
         say(f"export: the model computes in {trained_precision}; exporting its float32 copy (same weights)")
-    spec = None if preprocessing is None else check_preprocessing(preprocessing, shape[2])
+    spec = None if config.preprocessing is None else check_preprocessing(config.preprocessing, shape[2])
     if spec is not None and spec["resize"] != list(shape[:2]):
         raise ExportError(f"preprocessing resize {spec['resize']} differs from the model input {list(shape[:2])}; "
                           f"accepted: resize equal to the model's [H, W]")
-    if with_preprocessing and spec is None:
+    if config.with_preprocessing and spec is None:
         raise ExportError("with_preprocessing=True needs preprocessing={'resize': [H, W], 'channels': C, "
                           "'scale': ..., 'mean': [...], 'std': [...]}; accepted: both, or neither")
-    if int8_io not in INT8_IO:
-        raise ExportError(f"int8_io={int8_io!r} is not accepted; accepted: {', '.join(INT8_IO)}")
-    calibration = None if representative is None else _images(representative, shape, "representative",
-                                                                MAX_REPRESENTATIVE)
-    if "tflite_int8" in formats and calibration is None:
+    calibration = (None if config.representative is None
+                   else _images(config.representative, shape, "representative", MAX_REPRESENTATIVE))
+    if "tflite_int8" in config.formats and calibration is None:
         raise ExportError("tflite_int8 needs calibration images; accepted: representative= float32 input batches "
                           "normalized like the training data (e.g. 200 validation images)")
-    if inputs_for_check is not None:
-        check, check_from = _images(inputs_for_check, shape, "inputs_for_check"), "given"
+    if config.inputs_for_check is not None:
+        check, check_from = _images(config.inputs_for_check, shape, "inputs_for_check"), "given"
     elif calibration is not None:
         check, check_from = calibration[:CHECK_IMAGES], "representative"
     else:
         check, check_from = check_images(shape, CHECK_IMAGES), "random normal"
     keras_outputs = model(check, training=False)
-    names = resolve_output_names(keras_outputs, output_names)
+    names = resolve_output_names(model, keras_outputs, config.output_names)
+    kinds = output_kinds(model, keras_outputs, names)
     reference = named_outputs(keras_outputs, names)
     trained_reference = None if trained is model else named_outputs(trained(check, training=False), names)
     precision = {"trained": trained_precision, "exported": "float32"}
     if trained_reference is not None:
-        stats = compare_quantized(trained_reference, reference)
+        stats = compare_quantized(trained_reference, reference, kinds)
         precision["float32_copy_vs_trained"] = {"max_abs_diff": stats["max_abs_diff"],
                                                 "top1_agreement": stats["top1_agreement"], "images": len(check)}
     serve = serving_function(model, names)
     scoring = None
-    if validation is not None:
-        batches = validation_batches(validation, shape, validation_size)
-        metric = metric or top1_accuracy
-        reference_value, reference_all = score(keras_scorer(model, names), names, keras_outputs, batches, metric)
-        drops = {**DEFAULT_MAX_DROP, **(max_metric_drop or {})}
-        scoring = (batches, metric, reference_value, reference_all, drops)
+    if config.validation is not None:
+        batches = validation_batches(config.validation, shape, config.validation_size)
+        reference_value, reference_all = score(keras_scorer(model, names), names, keras_outputs, batches,
+                                               config.metric)
+        drops = {**DEFAULT_MAX_DROP, **(config.max_metric_drop or {})}
+        scoring = (batches, config.metric, reference_value, reference_all, drops)
         count = sum(len(b[0]) for b in batches)
-        say(f"export: Keras {metric_name} {reference_value:.2%} on {count} val images")
+        say(f"export: Keras {config.metric_name} {reference_value:.2%} on {count} val images")
         if trained_reference is not None:
             # The float32 copy is judged against the model as trained, by the task metric.
-            trained_value, trained_all = score(keras_scorer(trained, names), names, keras_outputs, batches, metric)
-            result = judge(reference_value, reference_all, trained_value, trained_all, metric_name,
-                           drops.get("float32_copy"), count)
+            trained_value, trained_all = score(keras_scorer(trained, names), names, keras_outputs, batches,
+                                               config.metric)
+            result = judge(reference_value, reference_all, trained_value, trained_all, config.metric_name,
+                           drops.get("float32_copy"), count, kinds)
             precision["float32_copy_vs_trained"]["metric"] = result
-            say(f"export: Keras {trained_precision} {metric_name} {trained_value:.2%}, float32 copy "
+            say(f"export: Keras {trained_precision} {config.metric_name} {trained_value:.2%}, float32 copy "
                 f"{reference_value:.2%}")
             if result.get("status") == "failed":
                 precision["float32_copy_vs_trained"]["warning"] = _over_threshold(
-                    f"float32 copy: {metric_name} {reference_value:.2%} against {trained_value:.2%} of the "
+                    f"float32 copy: {config.metric_name} {reference_value:.2%} against {trained_value:.2%} of the "
                     f"{trained_precision} model loses {result['drop_points']:.2f} points, over the allowed "
                     f"{result['max_drop_points']:g}; accepted: a model whose float32 copy keeps its metric "
-                    f"(or --no-verify-fail to export it anyway, marked in the card)", fail_on_drop)
+                    f"(or --no-verify-fail to export it anyway, marked in the card)", config.fail_on_drop)
 
     out_dir = os.path.abspath(str(out_dir))
     created = not os.path.exists(out_dir)
@@ -169,42 +181,44 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
     try:
         card_entries, staged = [], {}
         core = os.path.join(staging, "core_saved_model")
-        if any(f.startswith("tflite") for f in formats) or ("saved_model" in formats and not with_preprocessing):
+        if any(f.startswith("tflite") for f in config.formats) or (
+                "saved_model" in config.formats and not config.with_preprocessing):
             _step("saved_model", lambda: write_saved_model(model, serve, core))
-        for fmt in formats:
-            path = _produce(fmt, model, names, spec if with_preprocessing else None, serve, core, staging,
-                            calibration, allow_flex, int8_io, opset)
+        for fmt in config.formats:
+            path = _produce(fmt, model, names, spec if config.with_preprocessing else None, serve, core, staging,
+                            calibration, config)
             staged[fmt] = path
             entry = {"format": fmt, "file": ARTIFACTS[fmt], "bytes": size_bytes(path), "sha256": sha256_path(path),
                      "precision": TABLE[fmt].precision}
             if fmt == "tflite_int8":
-                entry["io_dtype"] = int8_io
-            scored = scoring is not None and not (fmt == "saved_model" and with_preprocessing)
-            loaded = _step(fmt, lambda: _load(fmt, path, threads)) if (verify or scored) else None
-            if verify:
-                if fmt == "saved_model" and with_preprocessing:
+                entry["io_dtype"] = config.int8_io
+            scored = scoring is not None and not (fmt == "saved_model" and config.with_preprocessing)
+            loaded = _step(fmt, lambda: _load(fmt, path, config.threads)) if (config.verify or scored) else None
+            if config.verify:
+                if fmt == "saved_model" and config.with_preprocessing:
                     raw = check_uint8_images(shape, len(check))
                     expected = named_outputs(model(preprocess(raw, spec), training=False), names)
-                    entry["check"] = _step(fmt, lambda: check_artifact(fmt, path, raw, expected, max_abs_diff,
-                                                                       threads, latency_runs, loaded))
+                    entry["check"] = _step(fmt, lambda: check_artifact(
+                        fmt, path, raw, expected, config.max_abs_diff, config.threads, config.latency_runs, loaded,
+                        kinds=kinds))
                 else:
-                    entry["check"] = _step(fmt, lambda: check_artifact(fmt, path, check, reference, max_abs_diff,
-                                                                       threads, latency_runs, loaded,
-                                                                       trained_reference))
+                    entry["check"] = _step(fmt, lambda: check_artifact(
+                        fmt, path, check, reference, config.max_abs_diff, config.threads, config.latency_runs, loaded,
+                        trained_reference, kinds=kinds))
             else:
                 entry["check"] = {"status": "not verified"}
             if scored and loaded is not None:
-                _score_artifact(fmt, loaded[0], entry, names, keras_outputs, scoring, metric_name, fail_on_drop)
+                _score_artifact(fmt, loaded[0], entry, names, kinds, keras_outputs, scoring, config)
             card_entries.append(entry)
             say(_summary(entry))
-        card = _card(model, shape, spec, with_preprocessing, names, reference, card_entries, max_abs_diff,
-                     check_from, len(check), latency_runs, threads, opset, allow_flex, int8_io, calibration,
-                     source, labels, precision)
+        card = _card(model, config, shape=shape, spec=spec, names=names, kinds=kinds, reference=reference,
+                     entries=card_entries, check_from=check_from, n_check=len(check), calibration=calibration,
+                     precision=precision)
         write_card(staging, card)
         # The exact check images travel with the artifacts, so `convforge verify` later repeats this very check
         # (random inputs would push an int8 model outside its calibrated range and prove nothing).
         np.save(os.path.join(staging, CHECK_FILE), check)
-        moves = [(staged[f], ARTIFACTS[f]) for f in formats]
+        moves = [(staged[f], ARTIFACTS[f]) for f in config.formats]
         moves += [(os.path.join(staging, CHECK_FILE), CHECK_FILE)]
         moves += [(os.path.join(staging, CARD_JSON), CARD_JSON), (os.path.join(staging, CARD_MD), CARD_MD)]
         _commit(staging, out_dir, moves)
@@ -217,20 +231,8 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
                               f"free space that this user can write") from error
         raise
     shutil.rmtree(staging, ignore_errors=True)
-    say(f"export: {len(formats)} artifact(s) and the card in {out_dir}")
-    return {"out_dir": out_dir, "paths": {f: os.path.join(out_dir, ARTIFACTS[f]) for f in formats}, "card": card}
-
-
-def _check_formats(formats):
-    """Return the requested formats as a tuple without repeats, or raise ExportError naming an unknown one."""
-    formats = (formats,) if isinstance(formats, str) else tuple(formats)
-    if not formats:
-        raise ExportError(f"formats is empty; accepted: one or more of {', '.join(FORMATS)}")
-    for fmt in formats:
-        if fmt not in FORMATS:
-            raise ExportError(f"format {fmt!r} is unknown{close_matches(fmt, FORMATS)}; accepted: "
-                              f"{', '.join(FORMATS)}")
-    return tuple(dict.fromkeys(formats))
+    say(f"export: {len(config.formats)} artifact(s) and the card in {out_dir}")
+    return {"out_dir": out_dir, "paths": {f: os.path.join(out_dir, ARTIFACTS[f]) for f in config.formats}, "card": card}
 
 
 def _images(source, shape, what, limit=None):
@@ -285,7 +287,7 @@ def _step(fmt, fn):
                           f"converter and runtime can hold") from error
 
 
-def _produce(fmt, model, names, served_spec, serve, core, staging, calibration, allow_flex, int8_io, opset):
+def _produce(fmt, model, names, served_spec, serve, core, staging, calibration, config):
     """Write one artifact into the staging folder and return its path there."""
     path = os.path.join(staging, ARTIFACTS[fmt])
     if fmt == "saved_model":
@@ -295,11 +297,12 @@ def _produce(fmt, model, names, served_spec, serve, core, staging, calibration, 
     if fmt in TFLITE_FORMATS:
         from convforge.export.tflite import convert_tflite
 
-        data = _step(fmt, lambda: convert_tflite(core, fmt, calibration, allow_flex, int8_io))
+        data = _step(fmt, lambda: convert_tflite(core, fmt, calibration, config.allow_flex,
+                                                         config.int8_io))
     else:
         from convforge.export.onnx import convert_onnx
 
-        data = _step(fmt, lambda: convert_onnx(serve, opset)).SerializeToString()
+        data = _step(fmt, lambda: convert_onnx(serve, config.opset)).SerializeToString()
     with open(path, "wb") as f:
         f.write(data)
     return path
@@ -313,13 +316,14 @@ def _load(fmt, path, threads):
         return None
 
 
-def _score_artifact(fmt, run, entry, names, template, scoring, metric_name, fail_on_drop):
+def _score_artifact(fmt, run, entry, names, kinds, template, scoring, config):
     """Score one artifact on the validation batches; a quantized one over its allowed drop fails the export."""
     batches, metric, reference_value, reference_all, drops = scoring
+    metric_name, fail_on_drop = config.metric_name, config.fail_on_drop
     value, outputs = _step(fmt, lambda: score(run, names, template, batches, metric))
     allowed = drops.get(fmt) if fmt in QUANTIZED_FORMATS else None
     result = judge(value, outputs, reference_value, reference_all, metric_name, allowed,
-                   sum(len(b[0]) for b in batches))
+                   sum(len(b[0]) for b in batches), kinds)
     entry["check"]["metric"] = result
     if result.get("status") == "failed":
         entry["check"]["warning"] = _over_threshold(
@@ -354,8 +358,8 @@ def _summary(entry):
     return f"export: {entry['format']} -> {entry['file']} ({', '.join(parts)})"
 
 
-def _card(model, shape, spec, with_preprocessing, names, reference, entries, tolerance, check_from, n_check,
-          latency_runs, threads, opset, allow_flex, int8_io, calibration, source=None, labels=None, precision=None):
+def _card(model, config, *, shape, spec, names, kinds, reference, entries, check_from, n_check, calibration,
+          precision):
     """The card dict: what goes in, what comes out, each artifact and how it was checked, and with what."""
     from convforge import __version__
 
@@ -365,17 +369,18 @@ def _card(model, shape, spec, with_preprocessing, names, reference, entries, tol
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "convforge": __version__,
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, *shape], "layout": "NHWC",
-                  "preprocessing": spec, "served_preprocessing": spec if with_preprocessing else None},
-        "outputs": [{"name": n, "dtype": "float32", "shape": [None, *reference[n].shape[1:]]} for n in names],
-        "labels": list(labels) if labels else None,
+                  "preprocessing": spec, "served_preprocessing": spec if config.with_preprocessing else None},
+        "outputs": [{"name": n, "dtype": "int32" if kinds[n] == "integer" else "float32", "kind": kinds[n],
+                     "shape": [None, *reference[n].shape[1:]]} for n in names],
+        "labels": list(config.labels) if config.labels else None,
         "precision": precision or {"trained": "float32", "exported": "float32"},
         "artifacts": entries,
-        "verification": {"max_abs_diff": tolerance, "inputs": check_from, "images": n_check,
-                         "seed": CHECK_SEED, "latency_runs": latency_runs, "threads": threads,
+        "verification": {"max_abs_diff": config.max_abs_diff, "inputs": check_from, "images": n_check,
+                         "seed": CHECK_SEED, "latency_runs": config.latency_runs, "threads": config.threads,
                          "float32_formats": [e["format"] for e in entries if e["format"] in FP32_FORMATS]},
-        "options": {"opset": opset, "allow_flex": allow_flex, "int8_io": int8_io,
+        "options": {"opset": config.opset, "allow_flex": config.allow_flex, "int8_io": config.int8_io,
                     "representative_images": 0 if calibration is None else int(len(calibration))},
-        "source": dict(source) if source else None,
+        "source": dict(config.source) if config.source else None,
         "versions": versions(),
         "machine": describe_machine(),
     }

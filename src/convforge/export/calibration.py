@@ -10,16 +10,9 @@ import os
 import numpy as np
 
 from convforge.data.records import IMAGE_EXTENSIONS
-from convforge.errors import ExportError
+from convforge.errors import DataError, ExportError
 
 UNIT_SCALE = "pixels / 255 (no preprocessing.json beside the model)"
-
-
-def default_preprocessing(shape):
-    """What a bare model without saved preprocessing is assumed to take: pixels scaled to 0..1."""
-    height, width, channels = shape
-    return {"resize": [height, width], "channels": channels, "scale": 1 / 255.0, "mean": [0.0] * channels,
-            "std": [1.0] * channels}
 
 
 def calibration_images(path, shape, preprocessing=None, limit=500):
@@ -27,7 +20,7 @@ def calibration_images(path, shape, preprocessing=None, limit=500):
 
     preprocessing: the model's saved preprocessing dict (None: pixels / 255). At most `limit` images.
     """
-    from convforge.export.saved_model import check_preprocessing, preprocess
+    from convforge import preprocessing as pixels
 
     path = os.path.abspath(os.path.expanduser(str(path)))
     if path.endswith(".npy"):
@@ -40,25 +33,15 @@ def calibration_images(path, shape, preprocessing=None, limit=500):
         raise ExportError(f"calibration path {path} does not exist; accepted: an image folder or an .npy array")
     files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
                    if name.lower().endswith(IMAGE_EXTENSIONS))[:limit]
-    spec = check_preprocessing(preprocessing or default_preprocessing(shape), shape[2])
+    spec = pixels.check(preprocessing or pixels.default(shape), shape[2])
     batches = []
     for file in files:
-        pixels = _read(file, shape[2])
-        if pixels is not None:
-            batches.append(np.asarray(preprocess(pixels[None], spec), dtype=np.float32))
+        try:
+            image = pixels.read_image(file, shape[2])
+        except DataError:
+            continue  # a stray non-image file in the folder is not a calibration image
+        batches.append(np.asarray(pixels.preprocess(image[None], spec), dtype=np.float32))
     if not batches:
         raise ExportError(f"calibration folder {path} holds no readable image ({', '.join(IMAGE_EXTENSIONS)}); "
                           f"accepted: a folder of the images the model will see, or an .npy array")
     return np.concatenate(batches)
-
-
-def _read(file, channels):
-    """A uint8 image (H, W, C) with the model's channel count, or None for a file that is not an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as image:
-            return np.asarray(image.convert("L" if channels == 1 else "RGB")).reshape(
-                image.size[1], image.size[0], channels)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None

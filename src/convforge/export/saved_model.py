@@ -6,13 +6,10 @@ start from it, so the three runtimes see the same graph and the same names.
 """
 import re
 
-import numpy as np
-
-from convforge.errors import ExportError, close_matches
+from convforge.errors import ExportError
+from convforge.preprocessing import preprocess
 
 INPUT_NAME = "image"
-PREPROCESSING_KEYS = ("resize", "channels", "interpolation", "scale", "mean", "std", "round")
-INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -44,15 +41,35 @@ def flatten_outputs(outputs):
     return [outputs]
 
 
-def looks_like_probabilities(array):
-    """True for a rank-2 output whose rows are non-negative and sum to one (a softmax)."""
-    array = np.asarray(array, dtype="float64")
-    return (array.ndim == 2 and array.shape[1] > 1 and array.min() >= 0
-            and np.allclose(array.sum(axis=1), 1.0, atol=1e-3))
+def _producer(tensor):
+    """The layer (or op) that computes a symbolic Keras tensor, or None for a tensor without history."""
+    history = getattr(tensor, "_keras_history", None)
+    return history[0] if history else None
 
 
-def resolve_output_names(outputs, output_names=None):
-    """Name each model output: dict keys, `output_names`, `probabilities` for one softmax, else output_<i>."""
+def output_tensors(model):
+    """The model's symbolic outputs as {key: tensor}: dict keys, list indices, or None for a single output."""
+    structure = model.output
+    if isinstance(structure, dict):
+        return dict(structure)
+    if isinstance(structure, (list, tuple)):
+        return dict(enumerate(structure))
+    return {None: structure}
+
+
+def output_kind(tensor):
+    """What an output holds, read from the model's structure: "integer" (an integer dtype: class ids,
+    counts), "probabilities" (made by a softmax activation) or "values"."""
+    dtype = str(getattr(tensor, "dtype", "float32"))
+    if "int" in dtype or dtype == "bool":
+        return "integer"
+    activation = getattr(_producer(tensor), "activation", None)
+    return "probabilities" if getattr(activation, "__name__", "") == "softmax" else "values"
+
+
+def resolve_output_names(model, outputs, output_names=None):
+    """Name each output of a call result `outputs`: `output_names` when given, else dict keys, else the
+    producing layers' names, with `probabilities` for a single softmax output; never guessed from values."""
     flat = flatten_outputs(outputs)
     if output_names is not None:
         if isinstance(output_names, dict):
@@ -69,10 +86,15 @@ def resolve_output_names(outputs, output_names=None):
                                   f"model outputs; accepted: one name per output")
     elif isinstance(outputs, dict):
         names = [str(k) for k in outputs]
-    elif len(flat) == 1:
-        names = ["probabilities" if looks_like_probabilities(flat[0]) else "output"]
     else:
-        names = [f"output_{i}" for i in range(len(flat))]
+        tensors = list(output_tensors(model).values())
+        if len(tensors) == 1 and output_kind(tensors[0]) == "probabilities":
+            names = ["probabilities"]
+        else:
+            names = [getattr(_producer(t), "name", None) for t in tensors]
+            if not all(isinstance(n, str) and _NAME.match(n) and n != INPUT_NAME for n in names) or (
+                    len(set(names)) != len(names)):
+                names = ["output"] if len(tensors) == 1 else [f"output_{i}" for i in range(len(tensors))]
     for name in names:
         if not isinstance(name, str) or not _NAME.match(name) or name == INPUT_NAME:
             raise ExportError(f"output name {name!r} cannot name a signature output; accepted: letters, digits "
@@ -82,50 +104,11 @@ def resolve_output_names(outputs, output_names=None):
     return names
 
 
-def check_preprocessing(preprocessing, channels):
-    """Return a complete preprocessing dict (defaults filled in), or raise ExportError naming the bad key."""
-    if not isinstance(preprocessing, dict):
-        raise ExportError(f"preprocessing={preprocessing!r} is not accepted; accepted: a dict like "
-                          f"{{'resize': [H, W], 'channels': C, 'scale': 1/255, 'mean': [...], 'std': [...]}}")
-    for key in preprocessing:
-        if key not in PREPROCESSING_KEYS:
-            raise ExportError(f"preprocessing key {key!r} is unknown{close_matches(key, PREPROCESSING_KEYS)}; "
-                              f"accepted: {', '.join(PREPROCESSING_KEYS)}")
-    # The data pipeline rounds resized images back to uint8 before normalizing, so serving does the same.
-    spec = {"interpolation": "bilinear", "scale": 1.0, "mean": [0.0] * channels, "std": [1.0] * channels,
-            "channels": channels, "round": True, **preprocessing}
-    if "resize" not in preprocessing:
-        raise ExportError("preprocessing has no 'resize'; accepted: 'resize': [H, W] of the model input")
-    if spec["interpolation"] not in INTERPOLATIONS:
-        raise ExportError(f"preprocessing interpolation {spec['interpolation']!r} is not accepted; accepted: "
-                          f"{', '.join(INTERPOLATIONS)}")
-    if int(spec["channels"]) != channels:
-        raise ExportError(f"preprocessing channels={spec['channels']} does not match the model's {channels} "
-                          f"input channels; accepted: {channels}")
-    for key in ("mean", "std"):
-        values = [float(v) for v in np.ravel(spec[key])]
-        if len(values) == 1:
-            values = values * channels
-        if len(values) != channels or (key == "std" and min(values) <= 0):
-            raise ExportError(f"preprocessing {key}={spec[key]!r} is not accepted; accepted: {channels} "
-                              f"{'positive ' if key == 'std' else ''}values (or one)")
-        spec[key] = values
-    spec["resize"] = [int(v) for v in spec["resize"]]
-    spec["channels"], spec["scale"], spec["round"] = int(spec["channels"]), float(spec["scale"]), bool(spec["round"])
-    return spec
-
-
-def preprocess(images, spec):
-    """Turn uint8 images of any size into the model's normalized float32 input, as `spec` describes."""
-    import tensorflow as tf
-
-    x = tf.image.resize(tf.cast(images, tf.float32), spec["resize"], method=spec["interpolation"])
-    if spec["round"]:
-        x = tf.clip_by_value(tf.round(x), 0.0, 255.0)
-    x = x * spec["scale"]
-    mean = tf.constant(spec["mean"], tf.float32)
-    std = tf.constant(spec["std"], tf.float32)
-    return (x - mean) / std
+def output_kinds(model, outputs, names):
+    """{name: kind} of a call result's outputs named by resolve_output_names (see output_kind)."""
+    tensors = output_tensors(model)
+    keys = list(outputs) if isinstance(outputs, dict) else list(tensors)
+    return {name: output_kind(tensors[key]) for name, key in zip(names, keys)}
 
 
 def serving_function(model, output_names, preprocessing=None):
@@ -143,8 +126,10 @@ def serving_function(model, output_names, preprocessing=None):
         """The model's outputs, by name, for one batch."""
         x = image if preprocessing is None else preprocess(image, preprocessing)
         flat = flatten_outputs(model(x, training=False))
-        # Mixed-precision models compute in float16; every runtime is compared in float32.
-        return {name: tf.cast(y, tf.float32) for name, y in zip(output_names, flat)}
+        # Mixed-precision models compute in float16; every runtime is compared in float32. Integer outputs
+        # (class ids, counts) stay integers, as int32: TFLite has no int64 outputs on every delegate.
+        return {name: tf.cast(y, tf.int32 if y.dtype.is_integer else tf.float32)
+                for name, y in zip(output_names, flat)}
 
     return serve
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from convforge.errors import ExportError
 from convforge.export.formats import FORMATS, FP32_FORMATS, QUANTIZED_FORMATS
-from convforge.export.saved_model import INPUT_NAME, looks_like_probabilities, flatten_outputs
+from convforge.export.saved_model import INPUT_NAME, flatten_outputs
 
 CHECK_SEED = 1234
 
@@ -133,6 +133,8 @@ def _dequantize(values, detail):
     if not np.issubdtype(values.dtype, np.integer):
         return values.astype(np.float32)
     scale, zero_point = detail["quantization"]
+    if not scale:
+        return values.astype(np.float32)  # not quantized: an integer output (class ids, counts) as it is
     return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
@@ -179,16 +181,20 @@ def max_abs_diff(reference, outputs, artifact="artifact"):
     return worst
 
 
-def compare_quantized(keras_outputs, artifact_outputs):
-    """Top-1 agreement (on softmax outputs) and max |Δ| of a quantized artifact against Keras.
+def compare_quantized(keras_outputs, artifact_outputs, kinds=None):
+    """Per output, how far an artifact's outputs are from Keras': max |Δ|, top-1 agreement of probabilities,
+    the share of equal values of integer outputs (class ids, counts).
 
-    Both arguments are an array or a {name: array} dict with the same names. Returns
-    {"top1_agreement": float or None (no softmax output), "max_abs_diff": float,
-     "per_output": {name: {"max_abs_diff", "top1_agreement"}}}; top1_agreement overall is that of the first
-    softmax output (`probabilities` or `label`).
+    Both arguments are an array or a {name: array} dict with the same names; kinds: {name: "probabilities",
+    "integer" or "values"} (saved_model.output_kind; a missing name counts as "values"). Returns
+    {"top1_agreement": float or None (no probabilities output), "max_abs_diff": float,
+     "per_output": {name: {"max_abs_diff", "top1_agreement", and "agreement" for integer outputs}}};
+    top1_agreement overall is that of the first probabilities output.
     """
     if not isinstance(keras_outputs, dict):
         keras_outputs, artifact_outputs = {"output": keras_outputs}, {"output": artifact_outputs}
+        kinds = {"output": next(iter((kinds or {}).values()), "values")}
+    kinds = kinds or {}
     per_output, top1 = {}, None
     for name, want in keras_outputs.items():
         if name not in artifact_outputs:
@@ -200,9 +206,12 @@ def compare_quantized(keras_outputs, artifact_outputs):
             raise ExportError(f"quantized output {name!r} has shape {got.shape}, Keras {want.shape}; accepted: "
                               f"the same shape")
         entry = {"max_abs_diff": float(np.max(np.abs(got - want))) if want.size else 0.0, "top1_agreement": None}
-        if looks_like_probabilities(want):
+        kind = kinds.get(name, "values")
+        if kind == "probabilities" and want.ndim >= 2:
             entry["top1_agreement"] = float(np.mean(got.argmax(-1) == want.argmax(-1)))
             top1 = entry["top1_agreement"] if top1 is None else top1
+        elif kind == "integer":
+            entry["agreement"] = float(np.mean(got == want)) if want.size else 1.0
         per_output[name] = entry
     worst = max((e["max_abs_diff"] for e in per_output.values()), default=0.0)
     return {"top1_agreement": top1, "max_abs_diff": worst, "per_output": per_output}
@@ -221,7 +230,7 @@ def latency_ms(run, sample, runs=10, warmup=2):
 
 
 def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, latency_runs=10, loaded=None,
-                   trained_reference=None):
+                   trained_reference=None, kinds=None):
     """Run one artifact on `images`, compare with `reference` outputs, time it at batch 1; return the report.
 
     float32 formats raise ExportError when max |Δ| exceeds `tolerance`. A TFLite file with Flex ops is
@@ -238,16 +247,19 @@ def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, late
         return {"status": "unverified", "reason": str(error)}
     outputs = run(images)
     report = {"status": "passed", **info, "images": int(len(images))}
+    max_abs_diff(reference, outputs, name)  # every output present, with its shape
+    stats = compare_quantized(reference, outputs, kinds)
+    report.update(max_abs_diff=stats["max_abs_diff"], top1_agreement=stats["top1_agreement"],
+                  per_output=stats["per_output"])
     if fmt in QUANTIZED_FORMATS:
-        stats = compare_quantized(reference, outputs)
-        report.update(status="reported", max_abs_diff=stats["max_abs_diff"], top1_agreement=stats["top1_agreement"],
-                      per_output=stats["per_output"])
+        report["status"] = "reported"
     else:
-        diff = max_abs_diff(reference, outputs, name)
-        report["max_abs_diff"] = diff
-        if diff > tolerance:
-            raise ExportError(f"{name} differs from Keras by max |Δ| {diff:.3g}, over max_abs_diff={tolerance:g}; "
-                              f"accepted: a conversion within the tolerance (or a larger max_abs_diff)")
+        for output, entry in stats["per_output"].items():
+            # Integer outputs (class ids, counts) must come out equal; float ones within the tolerance.
+            if entry.get("agreement", 1.0) < 1.0 or entry["max_abs_diff"] > tolerance:
+                raise ExportError(f"{name} differs from Keras by max |Δ| {entry['max_abs_diff']:.3g} in output "
+                                  f"{output!r}, over max_abs_diff={tolerance:g}; accepted: a conversion within the "
+                                  f"tolerance (or a larger max_abs_diff)")
     if trained_reference is not None:
         report["max_abs_diff_vs_trained"] = max_abs_diff(trained_reference, outputs, name)
     report["output_shapes"] = {k: list(v.shape[1:]) for k, v in outputs.items()}
@@ -266,12 +278,13 @@ def verify_dir(out_dir, model=None, threads=1):
     Returns {file: report}; raises ExportError on a changed file or a float32 artifact over tolerance.
     """
     from convforge.export.card import read_card, sha256_path
-    from convforge.export.saved_model import preprocess
+    from convforge.preprocessing import preprocess
 
     card = read_card(out_dir)
     shape = tuple(card["input"]["shape"][1:])
     tolerance = card["verification"]["max_abs_diff"]
     names = [o["name"] for o in card["outputs"]]
+    kinds = {o["name"]: o.get("kind", "values") for o in card["outputs"]}
     served = card["input"].get("served_preprocessing")
     images = saved_check_images(out_dir, card)
     raw = check_uint8_images(shape, len(images)) if served else None
@@ -315,5 +328,5 @@ def verify_dir(out_dir, model=None, threads=1):
             continue
         ref_in = preprocess(raw, served).numpy() if with_raw else images
         reports[entry["file"]] = check_artifact(entry["format"], path, x, reference(ref_in), tolerance, threads,
-                                                latency_runs=0)
+                                                latency_runs=0, kinds=kinds)
     return reports

@@ -728,6 +728,7 @@ class Recipe(_Section):
             except ValidationError as err:
                 first = err.errors()[0]
                 raise FieldError(("head", *first["loc"]), _pydantic_message(first, task.Options)) from None
+            self._fits_architecture(task)
         needs = _task_needs(self.task)
         table = augmentation_table((info.context or {}).get("augmentations"))
         for i, aug in enumerate(self.data.augment):
@@ -749,6 +750,22 @@ class Recipe(_Section):
         if self.export.out_dir is None:
             self.export.out_dir = os.path.join("saved_models", self.name)
         return self
+
+    def _fits_architecture(self, task):
+        """The backbone has the levels the task's head reads; top options only where the task has that top."""
+        from convforge.registry import get_spec, missing_levels_message
+
+        spec = get_spec(self.model.architecture)
+        message = missing_levels_message(spec.name, task.levels, self.model.options, who=f"the {task.name} head")
+        if message:
+            raise FieldError(("model", "architecture"), message)
+        if not task.uses_classification_top:
+            for key in self.model.options:
+                if key in spec.top_option_names and key not in spec.backbone_option_names:
+                    raise FieldError(("model", "options", key),
+                                     f"{key!r} is an option of {spec.name}'s classification top, which the "
+                                     f"{task.name} task does not use; accepted: "
+                                     f"{_accepted(spec.backbone_option_names)} (its head's options go under head:)")
 
     @property
     def source_path(self):

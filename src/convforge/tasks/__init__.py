@@ -89,10 +89,11 @@ def __getattr__(name):
 
 def build_model(name, task="classification", num_classes=None, input_shape=None, head=None, **options):
     """Build the keras.Model of architecture `name` for `task`; `head`: the task's head options (a dict)."""
-    from convforge.registry import get_spec
+    from convforge.registry import get_spec, require_levels
 
     task_obj = get_task(task, head)
     spec = get_spec(name)
     dtype = options.pop("dtype", None)
+    require_levels(spec.name, task_obj.levels, options, who=f"the {task_obj.name} head")
     return task_obj.build_model(spec.name, input_shape, spec.num_classes if num_classes is None else num_classes,
                                 options, dtype=dtype)

@@ -4,6 +4,7 @@ A task is a `Task` subclass registered with `@register_task` under its `name`. I
 of convforge asks a task for, so no module outside tasks/ branches on a task's name:
 
 - `Options`: the typed `head:` section of a recipe (head and loss settings), a pydantic model;
+- `levels`: the backbone feature levels its head reads (checked against the registry before building);
 - `annotations`: the annotation kinds its targets are made of ("label", "boxes", ...), which every
   augmentation of its recipe must carry (`convforge check` refuses one that cannot);
 - `parser`: which records qualify and what target each example trains on (TF Model Garden's parser);
@@ -47,6 +48,10 @@ class Task:
     higher_is_better = True
     # The annotation kinds the task's targets are made of; augmentations must carry each of them.
     annotations = frozenset({"label"})
+    # The backbone levels its head reads (e.g. ("C3", "C4", "C5")); () reads only the backbone's last level.
+    levels = ()
+    # Whether model.options may hold options of the architecture's classification top (dropout, fc_units ...).
+    uses_classification_top = False
     Options = NoOptions
     parser: Parser = None
 

@@ -25,6 +25,7 @@ class Classification(Task):
     """
 
     name = "classification"
+    uses_classification_top = True
     parser = Parser(keeps_record=lambda r: r.get("label") is not None, keeps_example=lambda e: e["label"] >= 0,
                     target=_label, one_hot=_one_hot)
 
@@ -62,7 +63,7 @@ class Classification(Task):
 
     def inference_model(self, model):
         """Drop GoogLeNet's auxiliary classifiers, which exist only to help training."""
-        from convforge.backbones.googlenet import strip_aux
+        from convforge.heads.classification import strip_aux
 
         return strip_aux(model)
 

@@ -65,7 +65,8 @@ class Localization(Task):
         import keras
 
         from convforge.backbones import build_backbone
-        from convforge.backbones.common import head_dtype, precision
+        from convforge.backbones.common import precision
+        from convforge.heads.classification import head_dtype
         from convforge.heads.localization import localization_head
 
         backbone = build_backbone(architecture, input_shape=input_shape, include_top=False, pooling=None,
