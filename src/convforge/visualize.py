@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
+from .atomic import replacing
 from .errors import ConvforgeError, close_matches
 
 
@@ -111,15 +111,8 @@ def _save_figure(fig, out_path):
     folder = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(folder):
         raise ConvforgeError(f"cannot write {out_path!r}: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".convforge-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png")
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with replacing(out_path, "wb") as handle:
+        fig.savefig(handle, format="png")
     return out_path
 
 

@@ -20,13 +20,14 @@ import os
 import pathlib
 import platform
 import tempfile
-import time
 
 
 from convforge.atomic import write_text
 from convforge.bench.export_speed import keras_runner
 from convforge.errors import ConvforgeError, close_matches
 from convforge.registry import get_spec, list_models
+from convforge.timing import Stopwatch
+from convforge.atomic import replacing
 
 FILES = ("compare.json", "compare.md", "compare.png")
 LATENCY_RUNS = 20
@@ -74,7 +75,7 @@ def measure_model(name, input_size=224, runs=LATENCY_RUNS, threads=None):
            "note": "", "error": None}
     if size != input_size:
         row["note"] = f"input raised from {input_size} to {size}, the smallest {name} takes"
-    start = time.perf_counter()
+    clock = Stopwatch()
     try:
         model = build_backbone(name, input_shape=shape)
         counts = convmath.count_params(model)
@@ -101,7 +102,7 @@ def measure_model(name, input_size=224, runs=LATENCY_RUNS, threads=None):
             del tflite_run
     except Exception as error:
         row["error"] = "tflite: " + _first_line(error)
-    row["measure_seconds"] = round(time.perf_counter() - start, 1)
+    row["measure_seconds"] = round(clock.seconds, 1)
     del model, keras_run
     keras.backend.clear_session()
     gc.collect()
@@ -273,9 +274,8 @@ def plot_comparison(result, path):
         ax.margins(0.15)
         ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
-    tmp = f"{path}.tmp"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with replacing(path, "wb") as handle:
+        fig.savefig(handle, format="png")
 
 
 def _machine():

@@ -17,7 +17,6 @@ Examples:
 import datetime
 import json
 import os
-import time
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from convforge.cpu import cpu_features, describe_machine
 from convforge.errors import ConvforgeError, ExportError
 from convforge.precision import float32_copy, model_precision
 from convforge.modelfile import load_model
+from convforge.timing import Stopwatch
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -51,9 +51,9 @@ def time_rounds(calls, runs=50, warmup=3, max_seconds=None, min_runs=3):
         shift = turn % len(active)
         for i in active[shift:] + active[:shift]:
             run, sample = calls[i]
-            start = time.perf_counter()
+            clock = Stopwatch()
             run(sample)
-            seconds = time.perf_counter() - start
+            seconds = clock.seconds
             times[i].append(seconds * 1000.0)
             spent[i] += seconds
     return times

@@ -9,10 +9,11 @@ import hashlib
 import json
 import os
 import pathlib
-import time
 from importlib.metadata import version
 
 from convforge.registry import get_spec, list_models
+from convforge.timing import Stopwatch
+from convforge.atomic import write_json
 
 _SOURCE_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = pathlib.Path(__file__).with_name("model_table.json")
@@ -41,7 +42,7 @@ def _shipped_rows(key, path=SHIPPED):
 def write_shipped(rows, path=SHIPPED):
     """Write the shipped table for the current code (benchmarks/model_table.py calls it)."""
     rows = {r["name"]: {k: v for k, v in r.items() if k != "convention"} for r in rows}
-    pathlib.Path(path).write_text(json.dumps({"source_key": source_key(), "rows": rows}, indent=1) + "\n")
+    write_json(path, {"source_key": source_key(), "rows": rows})
 
 
 def model_row(name):
@@ -53,9 +54,9 @@ def model_row(name):
 
     spec = get_spec(name)
     num_classes = spec.num_classes
-    start = time.perf_counter()
+    clock = Stopwatch()
     model = build_backbone(name, num_classes=num_classes)
-    seconds = time.perf_counter() - start
+    seconds = clock.seconds
     params = convmath.count_params(model)
     row = {
         "name": name, "family": spec.family, "input_shape": list(spec.default_input_shape),
@@ -87,9 +88,7 @@ def model_table(pattern="*", cache_dir=None, progress=None):
         rows.append(cached[name])
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cached, indent=1))
-        os.replace(tmp, cache_file)
+        write_json(cache_file, cached)
     except OSError:
         pass  # a read-only home only costs the next run its speed
     return rows

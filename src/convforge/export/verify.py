@@ -6,14 +6,13 @@ float32 artifacts must agree to max |Δ| <= tolerance; quantized ones are report
 max |Δ| (`compare_quantized`), judged later by the task metric.
 """
 import os
-import statistics
-import time
 
 import numpy as np
 
 from convforge.errors import ExportError
 from convforge.export.formats import FORMATS, FP32_FORMATS, QUANTIZED_FORMATS
 from convforge.export.saved_model import INPUT_NAME, flatten_outputs
+from convforge.timing import median_ms
 
 CHECK_SEED = 1234
 
@@ -217,16 +216,8 @@ def compare_quantized(keras_outputs, artifact_outputs, kinds=None):
     return {"top1_agreement": top1, "max_abs_diff": worst, "per_output": per_output}
 
 
-def latency_ms(run, sample, runs=10, warmup=2):
-    """Median wall time in milliseconds of `runs` calls of run(sample), after `warmup` calls."""
-    for _ in range(warmup):
-        run(sample)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run(sample)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+# Latency of an artifact: the median of timed batch-1 calls after a warm-up.
+latency_ms = median_ms
 
 
 def check_artifact(fmt, path, images, reference, tolerance=1e-4, threads=1, latency_runs=10, loaded=None,
@@ -284,7 +275,7 @@ def verify_dir(out_dir, model=None, threads=1):
     shape = tuple(card["input"]["shape"][1:])
     tolerance = card["verification"]["max_abs_diff"]
     names = [o["name"] for o in card["outputs"]]
-    kinds = {o["name"]: o.get("kind", "values") for o in card["outputs"]}
+    kinds = card["verification"].get("output_kinds") or {}
     served = card["input"].get("served_preprocessing")
     images = saved_check_images(out_dir, card)
     raw = check_uint8_images(shape, len(images)) if served else None

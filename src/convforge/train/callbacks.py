@@ -6,6 +6,7 @@ import time
 import keras
 
 from convforge.errors import ConvforgeError
+from convforge.timing import Stopwatch
 
 
 class NonFiniteLoss(ConvforgeError):
@@ -68,11 +69,11 @@ class EpochSummary(keras.callbacks.Callback):
         self.epochs, self.printer = epochs, printer
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._clock = Stopwatch()
 
     def on_epoch_end(self, epoch, logs=None):
         parts = [f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, (int, float))]
-        self.printer(f"epoch {epoch + 1}/{self.epochs} ({time.perf_counter() - self._start:.1f}s): "
+        self.printer(f"epoch {epoch + 1}/{self.epochs} ({self._clock.seconds:.1f}s): "
                      + " ".join(parts))
 
 
@@ -91,11 +92,11 @@ class EpochTimes(_Guarded, keras.callbacks.Callback):
                 f.write("epoch,seconds,end_time\n")
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._clock = Stopwatch()
 
     def on_epoch_end(self, epoch, logs=None):
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(f"{epoch},{time.perf_counter() - self._start:.3f},{time.time():.3f}\n")
+            f.write(f"{epoch},{self._clock.seconds:.3f},{time.time():.3f}\n")
 
 
 def plot_history(history_csv, out_png):

@@ -5,7 +5,6 @@ import json
 import pathlib
 import shutil
 import tempfile
-import time
 import warnings
 
 import keras
@@ -17,6 +16,8 @@ from convforge.train.callbacks import (EpochSummary, EpochTimes, GuardedBackupAn
                                        GuardedModelCheckpoint, NonFiniteLoss, StopOnNonFiniteLoss, plot_history)
 from convforge.train.hardware import fit_across_workers, resolve_precision, resolve_strategy
 from convforge.train.schedules import make_schedule
+from convforge.timing import Stopwatch
+from convforge.atomic import write_json
 
 RUNS_DIR = "runs"
 
@@ -228,7 +229,7 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
                                                        restore_best_weights=es.restore_best_weights))
     if initial_epoch:
         printer(f"resuming {run_dir} from epoch {initial_epoch + 1}/{train_cfg.epochs}")
-    start = time.perf_counter()
+    clock = Stopwatch()
     with warnings.catch_warnings():
         # The val set's length is unknown to tf.data until its first pass ends, which Keras reports as
         # "ran out of data"; the train set repeats forever, so the warning never means lost training steps.
@@ -236,7 +237,7 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
         history = model.fit(train_ds, validation_data=val_ds, epochs=train_cfg.epochs,
                             steps_per_epoch=data.steps_per_epoch, callbacks=callbacks, verbose=verbose,
                             shuffle=False)
-    seconds = time.perf_counter() - start
+    seconds = clock.seconds
     if nan_guard.bad is not None:
         epoch, batch, loss = nan_guard.bad
         kept = _initial_epoch(backup_dir)
@@ -256,9 +257,9 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
     if data.val is not None:
         extra = task.evaluate(inference, data.val, data.class_names, out_dir=run_dir)
         metrics.update({f"val_{k}": v for k, v in extra.items() if k != "confusion_matrix"})
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (run_dir / "class_names.json").write_text(json.dumps(data.class_names))
-    (run_dir / "preprocessing.json").write_text(json.dumps(data.preprocessing))
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "class_names.json", data.class_names, indent=None)
+    write_json(run_dir / "preprocessing.json", data.preprocessing, indent=None)
     if (run_dir / "history.csv").exists():
         plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
     return {"run_dir": str(run_dir), "model_path": str(model_path), "metrics": metrics}
