@@ -166,3 +166,20 @@ def test_classification_top_options_are_refused_for_other_heads():
                                           "classification top, which the localization task does not use"):
         load_recipe(LOC, overrides=["model.options={dropout: 0.2}"])
     assert load_recipe(DIGITS, overrides=["model.options={dropout: 0.2}"]).model.options == {"dropout": 0.2}
+
+
+def test_evaluation_examples_take_the_parsers_eval_target(tmp_path):
+    """A parser may give evaluation its own target (ground truth to score) while training gets another."""
+    import dataclasses
+
+    from convforge import data
+
+    splits = data.ensure_shapes(tmp_path / "shapes", n=24, size=32, objects=(1, 3))
+    records = data.coco(*splits["train"])
+    task = ObjectCount()
+    task.parser = dataclasses.replace(ObjectCount.parser, eval_target=lambda e, c: -_count_target(e, c))
+    train = data.build_dataset(records, task, (32, 32, 3), 8, True, augment=[], seed=0)
+    val = data.build_dataset(records, task, (32, 32, 3), 8, False)
+    counts = np.concatenate([np.asarray(t) for _, t in val])
+    assert (counts < 0).all() and (np.concatenate([np.asarray(t) for _, t in train]) > 0).all()
+    assert sorted(-counts) == sorted(len(r["objects"]) for r in records)

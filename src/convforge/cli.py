@@ -18,17 +18,10 @@ def _shape(text):
     return shape
 
 
-def _human(n):
-    """Format a count as 25.6M / 4.09G."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(n)
-
-
 def cmd_models(args):
     """Print the registry: name, family, default input, params, MACs and feature levels."""
     from convforge.bench import model_table
+    from convforge.numbers import si
     from convforge.registry import get_spec
 
     rows = model_table(args.pattern, progress=lambda m: print(m, file=sys.stderr, flush=True))
@@ -39,7 +32,7 @@ def cmd_models(args):
     for r in rows:
         shape = "x".join(str(v) for v in r["input_shape"])
         print(f"{r['name']:<18} {r['family']:<11} {shape:<12} {r['num_classes']:>7} {r['params']:>12,} "
-              f"{r['trainable']:>12,} {_human(r['macs']):>8}  {_levels(get_spec(r['name']).feature_levels())}")
+              f"{r['trainable']:>12,} {si(r['macs']):>8}  {_levels(get_spec(r['name']).feature_levels())}")
     print(f"{len(rows)} models; params as Keras counts them (trainable: as PyTorch does); MACs per image; "
           "level Ck sits at stride 2^k (ResNet's stem: cifar quarters every stride)")
     return 0

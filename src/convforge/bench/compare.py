@@ -22,12 +22,12 @@ import platform
 import tempfile
 
 
-from convforge.atomic import write_text
+from convforge.atomic import replacing, write_text
 from convforge.bench.export_speed import keras_runner
 from convforge.errors import ConvforgeError, close_matches
+from convforge.numbers import si, sig
 from convforge.registry import get_spec, list_models
 from convforge.timing import Stopwatch
-from convforge.atomic import replacing
 
 FILES = ("compare.json", "compare.md", "compare.png")
 LATENCY_RUNS = 20
@@ -178,14 +178,6 @@ def train_model(name, recipe_path, overrides, run_root, target, printer=None):
     return row
 
 
-def _si(n):
-    """61706 -> '61.7K', 1.82e9 -> '1.82G'."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:g}"
-
-
 def _cell(value, fmt="{}"):
     """A table cell: '–' where nothing was measured."""
     return "–" if value is None else fmt.format(value)
@@ -203,9 +195,9 @@ def format_markdown(result):
     for r in rows:
         notes = [n for n in (r.get("note"), r.get("train_note"), r.get("error"), r.get("train_error")) if n]
         cells = [r["name"], "x".join(map(str, r["input_shape"])), _cell(r.get("params"), "{:,}"),
-                 _si(r["macs"]) if r.get("macs") is not None else "–", _cell(r.get("weights_mb"), "{:.3g}"),
-                 _cell(r.get("tflite_mb"), "{:.3g}"), _cell(r.get("keras_latency_ms"), "{:.3g}"),
-                 _cell(r.get("tflite_latency_ms"), "{:.3g}")]
+                 si(r["macs"]) if r.get("macs") is not None else "–", sig(r.get("weights_mb"), missing="–"),
+                 sig(r.get("tflite_mb"), missing="–"), sig(r.get("keras_latency_ms"), missing="–"),
+                 sig(r.get("tflite_latency_ms"), missing="–")]
         if trained:
             reached = r.get("time_to_accuracy_s")
             cells += ["not reached" if reached is None and r.get("best_val_accuracy") is not None else
@@ -269,7 +261,7 @@ def plot_comparison(result, path):
         counts = [c for c in (1e5, 1e6, 1e7, 1e8) if largest / 300 <= c <= largest * 1.5][-3:] or [largest]
         for count in counts:
             ax.scatter([], [], s=max(MIN_BUBBLE, MAX_BUBBLE * count / largest), color="grey", alpha=0.4,
-                       edgecolors="black", linewidths=0.6, label=f"{_si(count)} params")
+                       edgecolors="black", linewidths=0.6, label=f"{si(count)} params")
         ax.legend(loc="best", labelspacing=2.0, borderpad=1.2, frameon=False, fontsize=8)
         ax.margins(0.15)
         ax.grid(True, which="major", alpha=0.3)
@@ -363,7 +355,7 @@ def _progress_line(row):
     shape = "x".join(map(str, row["input_shape"]))
     if row.get("params") is None:
         return f"{row['name']} {shape}: failed: {row['error']}"
-    parts = [f"{_si(row['params'])} params", f"{_si(row['macs'])} MACs", f"{row['weights_mb']:.3g} MB",
+    parts = [f"{si(row['params'])} params", f"{si(row['macs'])} MACs", f"{row['weights_mb']:.3g} MB",
              f"Keras {row['keras_latency_ms']:.3g} ms"]
     if row.get("tflite_latency_ms") is not None:
         parts.append(f"TFLite {row['tflite_latency_ms']:.3g} ms")

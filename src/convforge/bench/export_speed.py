@@ -23,8 +23,9 @@ import numpy as np
 from convforge.atomic import write_text
 from convforge.cpu import cpu_features, describe_machine
 from convforge.errors import ConvforgeError, ExportError
-from convforge.precision import float32_copy, model_precision
 from convforge.modelfile import load_model
+from convforge.numbers import sig
+from convforge.precision import float32_copy, model_precision
 from convforge.timing import Stopwatch
 
 BENCH_JSON = "bench.json"
@@ -166,7 +167,7 @@ def _metric(check):
                 text += f" (drop {value['drop_points']:.2f} pt)"
             return text
         if not isinstance(value, dict):
-            return f"{check.get('metric_name', 'metric')} {_num(value, 4)}"
+            return f"{check.get('metric_name', 'metric')} {sig(value, 4)}"
     if check.get("top1_agreement") is not None:
         return f"top-1 agreement {check['top1_agreement']:.0%}"
     return None
@@ -316,21 +317,12 @@ def ratios(rows, stat="median"):
     return found
 
 
-def _num(value, digits=3):
-    """A number for the table to `digits` significant figures (whole when larger); '-' when absent."""
-    if value is None:
-        return "-"
-    if not isinstance(value, float):
-        return str(value)
-    return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
-
-
 def _line(row):
     """One progress line for a timed row."""
     if not row.get("latency_ms"):
         return f"bench: {row['format']} ({row['file']}): {row.get('status')}"
-    return (f"bench: {row['format']} ({row['file']}): {_num(row['latency_ms']['median'])} ms median, "
-            f"{_num(row['latency_ms']['p90'])} ms p90, {_num(row['images_per_s'], 4)} images/s at batch "
+    return (f"bench: {row['format']} ({row['file']}): {sig(row['latency_ms']['median'])} ms median, "
+            f"{sig(row['latency_ms']['p90'])} ms p90, {sig(row['images_per_s'], 4)} images/s at batch "
             f"{row['batch']}")
 
 
@@ -343,9 +335,9 @@ def render_markdown(result):
     for row in result["rows"]:
         latency = row.get("latency_ms") or {}
         reference = row["format"].startswith("keras") and row.get("max_abs_diff") is None
-        delta = "reference" if reference else _num(row.get("max_abs_diff"), 2)
-        lines.append(f"| {row['format']} | {row['file']} | {_num(row['size_mb'])} | {_num(latency.get('median'))} "
-                     f"| {_num(latency.get('p90'))} | {_num(row.get('images_per_s'), 4)} | {_num(row['threads'])} "
+        delta = "reference" if reference else sig(row.get("max_abs_diff"), 2)
+        lines.append(f"| {row['format']} | {row['file']} | {sig(row['size_mb'])} | {sig(latency.get('median'))} "
+                     f"| {sig(latency.get('p90'))} | {sig(row.get('images_per_s'), 4)} | {sig(row['threads'])} "
                      f"| {row['metric'] or '-'} | {delta} |")
     timing = (f"Batch-1 latency: median and p90 of up to {settings['runs']} runs after {settings['warmup']} "
               f"warm-up calls; images/s from the median of up to {settings['batch_runs']} calls at batch {batch}; "

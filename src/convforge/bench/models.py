@@ -11,9 +11,9 @@ import os
 import pathlib
 from importlib.metadata import version
 
+from convforge.atomic import write_json
 from convforge.registry import get_spec, list_models
 from convforge.timing import Stopwatch
-from convforge.atomic import write_json
 
 _SOURCE_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = pathlib.Path(__file__).with_name("model_table.json")

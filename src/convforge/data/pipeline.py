@@ -139,6 +139,8 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
     context = ParseContext(height, width, max_instances, len(keypoint_names))
     wants_masks = "masks" in task.annotations
 
+    make_target = parser.target if training or parser.eval_target is None else parser.eval_target
+
     def prepare(example):
         """Example dict -> (uint8 image at input size, target)."""
         if wants_masks:
@@ -147,7 +149,7 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
                                       tf.uint8, stateful=False)
             example = {**example, "masks": tf.ensure_shape(masks, [None, height, width])}
         image = tf.saturate_cast(pixels.resize(pixels.to_channels(example["image"], channels), spec), tf.uint8)
-        target = parser.target(example, context)
+        target = make_target(example, context)
         if one_hot:
             target = parser.one_hot(target, num_classes)
         return image, target

@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from convforge.atomic import write_text
 from convforge.errors import ExportError
+from convforge.numbers import sig
 
 CARD_JSON = "card.json"
 CARD_MD = "card.md"
@@ -54,15 +55,6 @@ def versions():
     return found
 
 
-def _fmt(value, digits=3):
-    """A number for the markdown table, '-' when absent."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
 def render_markdown(card):
     """The card as a short markdown page."""
     spec = card["input"]
@@ -101,11 +93,11 @@ def render_markdown(card):
         scored = check.get("metric")
         val = (f"{scored['name']} {scored['value']:.4f} ({scored['drop_points']:+.2f}"
                + (f", max {scored['max_drop_points']:g})" if "max_drop_points" in scored else ")")) if scored else "-"
-        delta = _fmt(check.get("max_abs_diff"))
+        delta = sig(check.get("max_abs_diff"))
         if check.get("max_abs_diff_vs_trained") is not None:
-            delta += f" ({_fmt(check['max_abs_diff_vs_trained'])} vs trained)"
+            delta += f" ({sig(check['max_abs_diff_vs_trained'])} vs trained)"
         lines.append(f"| {a['file']} | {a['format']} | {a['bytes'] / 1024:.1f} | {delta} "
-                     f"| {_fmt(check.get('top1_agreement'))} | {val} | {lat} | {check.get('status', '-')} "
+                     f"| {sig(check.get('top1_agreement'))} | {val} | {lat} | {check.get('status', '-')} "
                      f"| `{a['sha256'][:16]}…` |")
     ver = card["verification"]
     lines += ["", f"float32 formats are compared with Keras on {ver['images']} check images and must agree to "
@@ -125,7 +117,7 @@ def _precision_lines(precision):
     if copy:
         text = (f"- the artifacts come from the float32 copy of the trained model (same weights); against the "
                 f"{precision['trained']} model on {copy['images']} check images: max |Δ| "
-                f"{_fmt(copy['max_abs_diff'])}")
+                f"{sig(copy['max_abs_diff'])}")
         if copy.get("top1_agreement") is not None:
             text += f", top-1 agreement {copy['top1_agreement']:.0%}"
         lines.append(text)

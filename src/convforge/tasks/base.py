@@ -37,6 +37,10 @@ class Parser:
     # target, num_classes -> soft (one-hot) target, for label smoothing and label-mixing augmentations;
     # None where the target has no class distribution to soften.
     one_hot: Callable | None = None
+    # The target of evaluation examples when it differs from training's (as TF Model Garden splits
+    # parse_train_data and parse_eval_data: e.g. encoded anchor targets to train on, plain ground truth to
+    # score against); None: `target` for both.
+    eval_target: Callable | None = None
 
 
 class Task:

@@ -10,6 +10,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from convforge.atomic import write_json
 from convforge.errors import ConvforgeError, RecipeError
 from convforge.tasks import get_task
 from convforge.train.callbacks import (EpochSummary, EpochTimes, GuardedBackupAndRestore, GuardedCSVLogger,
@@ -17,7 +18,6 @@ from convforge.train.callbacks import (EpochSummary, EpochTimes, GuardedBackupAn
 from convforge.train.hardware import fit_across_workers, resolve_precision, resolve_strategy
 from convforge.train.schedules import make_schedule
 from convforge.timing import Stopwatch
-from convforge.atomic import write_json
 
 RUNS_DIR = "runs"
 

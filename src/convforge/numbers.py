@@ -1,0 +1,18 @@
+"""How numbers are written in tables and progress lines, one way everywhere."""
+
+
+def si(n, digits=3):
+    """A count with an SI suffix to `digits` significant figures: 61706 -> '61.7K', 1.82e9 -> '1.82G'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.{digits}g}{unit}"
+    return f"{n:g}"
+
+
+def sig(value, digits=3, missing="-"):
+    """A measured number to `digits` significant figures (whole when larger); `missing` when there is none."""
+    if value is None:
+        return missing
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
