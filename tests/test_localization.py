@@ -40,3 +40,28 @@ def test_box_head_beats_the_best_constant_box():
     mean_box = np.broadcast_to(train_y["box"].mean(0), val_y["box"].shape)
     constant = float(np.mean(box_iou(val_y["box"], mean_box)))
     assert iou > constant + 0.25, (iou, constant)
+
+
+def test_predict_draws_the_box(tmp_path):
+    """`convforge predict --draw` writes each image with the predicted box and class drawn on it."""
+    import keras
+    from PIL import Image
+
+    from convforge.cli import main
+
+    task = Localization()
+    model = task.build_model("resnet18", (32, 32, 3), 4, {"stem": "cifar", "depths": [1, 1, 1, 1],
+                                                          "widths": [8, 8, 8, 8]})
+    model.save(tmp_path / "model.keras")
+    image = np.zeros((48, 40, 3), "uint8")
+    image[10:30, 8:24] = 255
+    Image.fromarray(image).save(tmp_path / "square.png")
+    out = tmp_path / "drawn"
+    out.mkdir()
+    assert main(["predict", str(tmp_path / "model.keras"), str(tmp_path / "square.png"), "--draw", str(out)]) == 0
+    drawn = np.asarray(Image.open(out / "square.png").convert("RGB"))
+    assert drawn.shape[:2] == (48 * 5, 40 * 5)  # enlarged so the label stays readable
+    assert ((drawn[..., 0] == 255) & (drawn[..., 1] == 40)).any()  # the box outline
+    assert main(["predict", str(tmp_path / "model.keras"), str(tmp_path / "square.png"), "--draw",
+                 str(tmp_path / "missing")]) == 2
+    keras.backend.clear_session()

@@ -239,8 +239,11 @@ def cmd_predict(args):
     # The contract training saved: the same decode, resize, rounding and normalization as the pipeline.
     spec, saved = pixels.saved_beside(args.model, shape)
     task = task_of_model(model, folder)
+    if args.draw and not os.path.isdir(args.draw):
+        raise ConvforgeError(f"--draw folder {args.draw!r} does not exist; accepted: an existing folder")
     for path in args.images:
-        x = pixels.preprocess(pixels.read_image(path, shape[2])[None], spec)
+        image = pixels.read_image(path, shape[2])
+        x = pixels.preprocess(image[None], spec)
         outputs = model(x, training=False)
         outputs = {k: np.asarray(v)[0] for k, v in outputs.items()} if isinstance(outputs, dict) else np.asarray(
             outputs)[0]
@@ -248,6 +251,9 @@ def cmd_predict(args):
         text = ", ".join(f"{r['class']} {r['probability']:.3f}" + (f" box {r['box']}" if "box" in r else "")
                          for r in results)
         print(f"{path}: {text}")
+        if args.draw:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            task.draw(image, outputs, names, os.path.join(args.draw, f"{stem}.png"))
     if not saved:
         print(f"note: no {pixels.FILE_NAME} beside {args.model}, so images were taken as pixels / 255",
               file=sys.stderr)
@@ -415,6 +421,8 @@ def build_parser():
     p.add_argument("images", nargs="+")
     p.add_argument("--top", type=int, default=3)
     p.add_argument("--precision", **precision)
+    p.add_argument("--draw", metavar="DIR", help="also write each image with its predictions drawn (boxes, "
+                                                 "classes) as DIR/<image name>.png")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a trained model to SavedModel/TFLite/ONNX, each verified")

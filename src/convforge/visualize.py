@@ -168,3 +168,34 @@ def draw_filter_responses(image_path, out_path, kernels=("sobel_x", "sobel_y", "
             ax.set_yticks([])
     fig.tight_layout()
     return _save_figure(fig, out_path)
+
+
+def draw_predictions(image, results, out_path):
+    """Draw one image's predictions and write a PNG: each result's box (normalized [ymin, xmin, ymax, xmax]) with
+    its class and probability, or, for results without boxes, the classes as a caption."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    pixels = np.asarray(image, dtype=np.uint8)
+    canvas = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
+    # Small inputs (32-64 px) are enlarged so the labels stay readable.
+    scale = max(1, 256 // max(canvas.size))
+    canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(canvas)
+    width, height = canvas.size
+    captions = []
+    for r in results:
+        label = f"{r['class']} {r['probability']:.2f}"
+        if "box" in r:
+            y0, x0, y1, x1 = r["box"]
+            draw.rectangle([x0 * width, y0 * height, x1 * width, y1 * height], outline=(255, 40, 40), width=2)
+            draw.text((x0 * width + 3, y0 * height + 2), label, fill=(255, 255, 0))
+        else:
+            captions.append(label)
+    if captions:
+        draw.rectangle([0, 0, width, 12 * len(captions) + 4], fill=(0, 0, 0))
+        for i, caption in enumerate(captions):
+            draw.text((3, 2 + 12 * i), caption, fill=(255, 255, 255))
+    with replacing(out_path, "wb") as handle:
+        canvas.save(handle, format="PNG")
+    return out_path

@@ -10,7 +10,7 @@ of convforge asks a task for, so no module outside tasks/ branches on a task's n
 - `parser`: which records qualify and what target each example trains on (TF Model Garden's parser);
 - `build_model`, `compile_args`, `adapt_targets`, `inference_model`: the model and how it trains;
 - `evaluate` / `headline_metric` / `higher_is_better`: how it is measured and which number judges exports;
-- `describe`: what `convforge predict` prints for one image; `recognizes`: whether a bare model is its kind.
+- `describe` / `draw`: what `convforge predict` prints and draws for one image; `recognizes`: whether a bare model is its kind.
 
 Importing a task module must not import TensorFlow or Keras (recipes are validated without them): Keras work
 happens inside the methods.
@@ -92,6 +92,13 @@ class Task:
     def describe(self, outputs, class_names, top_k=3):
         """Turn one image's model outputs into a printable result (top classes, a box ...)."""
         raise NotImplementedError
+
+    def draw(self, image, outputs, class_names, out_path):
+        """Write a PNG of one image (uint8 H, W, C) with what `describe` found on it (boxes, or the top classes
+        as a caption); tasks whose outputs are pictures (masks, keypoints) draw those instead."""
+        from convforge.visualize import draw_predictions
+
+        return draw_predictions(image, self.describe(outputs, class_names), out_path)
 
     @classmethod
     def recognizes(cls, model):
