@@ -187,17 +187,26 @@ def test_dict_outputs_keep_their_names_in_every_runtime(tmp_path):
 def test_integer_and_several_outputs_are_named_and_verified_per_output(tmp_path):
     """Names come from the model (dict keys; the layer of a single non-softmax output), never from values; an
     integer output (class ids) stays an integer and must match exactly in every float32 format."""
+    class ClassId(keras.layers.Layer):
+        """The top class as int32 (tf.argmax: keras.ops.argmax adds a BitwiseAnd TFLite has no kernel for)."""
+
+        def call(self, scores):
+            return tf.argmax(scores, axis=-1, output_type=tf.int32)
+
+        def compute_output_spec(self, scores):
+            return keras.KerasTensor(scores.shape[:-1], dtype="int32")
+
     inputs = keras.Input(SHAPE)
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs))
     probabilities = keras.layers.Dense(5, activation="softmax")(x)
-    model = keras.Model(inputs, {"scores": probabilities, "class_id": keras.ops.argmax(probabilities, axis=-1),
+    model = keras.Model(inputs, {"scores": probabilities, "class_id": ClassId()(probabilities),
                                  "offset": keras.layers.Dense(2, name="offset_head")(x)})
     result = export(model, tmp_path / "m", representative=_images(32), progress=None, latency_runs=0)
     kinds = result["card"]["verification"]["output_kinds"]
     assert {o["name"]: (kinds[o["name"]], o["dtype"]) for o in result["card"]["outputs"]} == {
         "scores": ("probabilities", "float32"), "class_id": ("integer", "int32"), "offset": ("values", "float32")}
-    x = _images(8, seed=5)
-    want = model(x, training=False)
+    images = _images(8, seed=5)
+    want = model(images, training=False)
     for fmt in FORMATS:
         check = next(a for a in result["card"]["artifacts"] if a["format"] == fmt)["check"]
         assert set(check["per_output"]) == {"scores", "class_id", "offset"}, fmt
@@ -205,7 +214,7 @@ def test_integer_and_several_outputs_are_named_and_verified_per_output(tmp_path)
         assert "agreement" in check["per_output"]["class_id"], fmt
         if fmt in ("saved_model", "tflite", "onnx"):
             assert check["per_output"]["class_id"]["agreement"] == 1.0, fmt
-            got = runner(fmt, result["paths"][fmt])[0](x)
+            got = runner(fmt, result["paths"][fmt])[0](images)
             np.testing.assert_array_equal(got["class_id"], np.asarray(want["class_id"]), err_msg=fmt)
     assert verify_dir(tmp_path / "m")["model.onnx"]["per_output"]["class_id"]["agreement"] == 1.0
 

@@ -185,7 +185,8 @@ def compare_quantized(keras_outputs, artifact_outputs, kinds=None):
     the share of equal values of integer outputs (class ids, counts).
 
     Both arguments are an array or a {name: array} dict with the same names; kinds: {name: "probabilities",
-    "integer" or "values"} (saved_model.output_kind; a missing name counts as "values"). Returns
+    "integer" or "values"} (saved_model.output_kind; a missing name counts as "values"; None: only
+    `probabilities` counts as probabilities). Returns
     {"top1_agreement": float or None (no probabilities output), "max_abs_diff": float,
      "per_output": {name: {"max_abs_diff", "top1_agreement", and "agreement" for integer outputs}}};
     top1_agreement overall is that of the first probabilities output.
@@ -193,7 +194,8 @@ def compare_quantized(keras_outputs, artifact_outputs, kinds=None):
     if not isinstance(keras_outputs, dict):
         keras_outputs, artifact_outputs = {"output": keras_outputs}, {"output": artifact_outputs}
         kinds = {"output": next(iter((kinds or {}).values()), "values")}
-    kinds = kinds or {}
+    # Without kinds, an output named `probabilities` (the name export gives a softmax) is taken as one.
+    kinds = kinds if kinds is not None else {"probabilities": "probabilities"}
     per_output, top1 = {}, None
     for name, want in keras_outputs.items():
         if name not in artifact_outputs:
