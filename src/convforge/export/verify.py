@@ -180,13 +180,20 @@ def max_abs_diff(reference, outputs, artifact="artifact"):
     return worst
 
 
+def _rows_sum_to_one(array):
+    """True for a rank-2 array whose rows are non-negative and sum to one (a softmax's output)."""
+    array = np.asarray(array, dtype="float64")
+    return (array.ndim == 2 and array.shape[1] > 1 and array.min() >= 0
+            and np.allclose(array.sum(axis=1), 1.0, atol=1e-3))
+
+
 def compare_quantized(keras_outputs, artifact_outputs, kinds=None):
     """Per output, how far an artifact's outputs are from Keras': max |Δ|, top-1 agreement of probabilities,
     the share of equal values of integer outputs (class ids, counts).
 
     Both arguments are an array or a {name: array} dict with the same names; kinds: {name: "probabilities",
-    "integer" or "values"} (saved_model.output_kind; a missing name counts as "values"; None: only
-    `probabilities` counts as probabilities). Returns
+    "integer" or "values"} (saved_model.output_kind; a missing name counts as "values"; None: told
+    from the values, softmax-like rows counting as probabilities). Returns
     {"top1_agreement": float or None (no probabilities output), "max_abs_diff": float,
      "per_output": {name: {"max_abs_diff", "top1_agreement", and "agreement" for integer outputs}}};
     top1_agreement overall is that of the first probabilities output.
@@ -194,8 +201,11 @@ def compare_quantized(keras_outputs, artifact_outputs, kinds=None):
     if not isinstance(keras_outputs, dict):
         keras_outputs, artifact_outputs = {"output": keras_outputs}, {"output": artifact_outputs}
         kinds = {"output": next(iter((kinds or {}).values()), "values")}
-    # Without kinds, an output named `probabilities` (the name export gives a softmax) is taken as one.
-    kinds = kinds if kinds is not None else {"probabilities": "probabilities"}
+    if kinds is None:
+        # A caller without the model's structure: rows that are non-negative and sum to one count as
+        # probabilities (export always passes the kinds it read from the graph).
+        kinds = {name: "probabilities" if _rows_sum_to_one(value) else "values"
+                 for name, value in keras_outputs.items()}
     per_output, top1 = {}, None
     for name, want in keras_outputs.items():
         if name not in artifact_outputs:
