@@ -1,0 +1,1 @@
+"""Evaluation that the field quotes by its reference implementations (COCO mAP through pycocotools)."""
