@@ -6,15 +6,7 @@ GIoU (Rezatofighi et al., CVPR 2019) trains it with a gradient even when the box
 import keras
 from keras import layers, ops
 
-
-def box_iou(a, b):
-    """IoU of matching boxes [ymin, xmin, ymax, xmax] (any backend tensors or arrays, last axis 4)."""
-    inter_h = ops.maximum(ops.minimum(a[..., 2], b[..., 2]) - ops.maximum(a[..., 0], b[..., 0]), 0.0)
-    inter_w = ops.maximum(ops.minimum(a[..., 3], b[..., 3]) - ops.maximum(a[..., 1], b[..., 1]), 0.0)
-    inter = inter_h * inter_w
-    area_a = ops.maximum(a[..., 2] - a[..., 0], 0.0) * ops.maximum(a[..., 3] - a[..., 1], 0.0)
-    area_b = ops.maximum(b[..., 2] - b[..., 0], 0.0) * ops.maximum(b[..., 3] - b[..., 1], 0.0)
-    return inter / (area_a + area_b - inter + 1e-7)
+from convforge.boxes import box_iou, generalized_iou
 
 
 @keras.saving.register_keras_serializable(package="convforge")
@@ -23,16 +15,7 @@ class GIoULoss(keras.losses.Loss):
     do not overlap, unlike 1 - IoU."""
 
     def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, y_pred.dtype)
-        iou = box_iou(y_true, y_pred)
-        inter_h = ops.maximum(ops.minimum(y_true[..., 2], y_pred[..., 2]) - ops.maximum(y_true[..., 0], y_pred[..., 0]), 0.0)
-        inter_w = ops.maximum(ops.minimum(y_true[..., 3], y_pred[..., 3]) - ops.maximum(y_true[..., 1], y_pred[..., 1]), 0.0)
-        area_t = (y_true[..., 2] - y_true[..., 0]) * (y_true[..., 3] - y_true[..., 1])
-        area_p = ops.maximum(y_pred[..., 2] - y_pred[..., 0], 0.0) * ops.maximum(y_pred[..., 3] - y_pred[..., 1], 0.0)
-        union = area_t + area_p - inter_h * inter_w
-        hull = ((ops.maximum(y_true[..., 2], y_pred[..., 2]) - ops.minimum(y_true[..., 0], y_pred[..., 0]))
-                * (ops.maximum(y_true[..., 3], y_pred[..., 3]) - ops.minimum(y_true[..., 1], y_pred[..., 1])))
-        return 1.0 - (iou - (hull - union) / (hull + 1e-7))
+        return 1.0 - generalized_iou(ops.cast(y_true, y_pred.dtype), y_pred)
 
 
 @keras.saving.register_keras_serializable(package="convforge")

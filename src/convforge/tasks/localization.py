@@ -108,7 +108,7 @@ class Localization(Task):
 
     def evaluate(self, model, dataset, class_names, out_dir=None):
         """Class accuracy, mean IoU, and accuracy@IoU>=0.5 (right class and a box overlapping >= 0.5)."""
-        from convforge.heads.localization import box_iou
+        from convforge.boxes import box_iou
 
         labels, boxes, pred_labels, pred_boxes = [], [], [], []
         for images, targets in dataset:
