@@ -22,6 +22,7 @@ _API = {
     "feature_levels": "convforge.backbones",
     "level_strides": "convforge.backbones",
     "build_model": "convforge.tasks",
+    "convolutionalize": "convforge.heads.sliding_window",
     "TASKS": "convforge.tasks",
     "list_models": "convforge.registry",
     "get_spec": "convforge.registry",
