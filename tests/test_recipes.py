@@ -433,3 +433,22 @@ def test_builder_options_are_read_from_source_like_the_signature():
         top = options_of(classification.TOPS[spec.top], "x", "num_classes")
         assert spec.top_option_names == top + (("aux_logits",) if spec.aux_taps else ()), name
         assert spec.option_names == spec.backbone_option_names + spec.top_option_names
+
+
+def test_shapes_classes_and_rotation_are_recipe_fields(tmp_path):
+    """A detection set can be drawn from a subset of the shapes, unrotated; the schema's names are the
+    generator's."""
+    from convforge.data.shapes import SHAPE_CLASSES
+    from convforge.recipes.schema import SHAPE_NAMES
+    from convforge.train.datasets import open_source
+
+    assert SHAPE_NAMES == SHAPE_CLASSES
+    root = Path(__file__).resolve().parents[1]
+    recipe = load_recipe(root / "recipes" / "classification" / "resnet18_shapes.yaml", overrides=[
+        f"data.train.path={tmp_path / 's'}", "data.train.n=12", "data.train.classes=[star, circle]",
+        "data.train.rotate=false", "data.train.objects=[1,3]"])
+    records = open_source(recipe.data.train, strict=True)
+    assert records.class_names == ["star", "circle"]
+    with pytest.raises(RecipeError, match="data.train.classes"):
+        load_recipe(root / "recipes" / "classification" / "resnet18_shapes.yaml",
+                    overrides=["data.train.classes=[star, hexagon]"])

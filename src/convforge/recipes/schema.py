@@ -51,6 +51,9 @@ DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "tpu")
 EXPORT_FORMATS = tuple(_FORMAT_TABLE)
 NORMALIZATIONS = ("imagenet", "unit")
 SPLITS = ("train", "val")
+# The shapes generator's classes (data/shapes.py SHAPE_CLASSES; a test keeps the two equal), named here so
+# validating a recipe does not import the generator.
+SHAPE_NAMES = ("circle", "rectangle", "triangle", "star")
 # Used until convforge.data.augment (which owns the real table) can be imported.
 AUGMENTATION_NAMES = ("flip", "crop", "translate", "rotate", "color_jitter", "rand_augment", "mixup", "cutmix")
 # They mix labels across images, which a box target cannot follow (used with the fallback names only).
@@ -202,6 +205,9 @@ class ShapesSource(_Section):
     val_fraction: Fraction = 0.2
     objects: Annotated[list[PosInt], Field(min_length=2, max_length=2)] = Field(
         default_factory=lambda: [1, 1], description="[min, max] shapes per image")
+    classes: Annotated[list[Literal[SHAPE_NAMES]], Field(min_length=1)] = Field(
+        default_factory=lambda: list(SHAPE_NAMES), description="the shapes to draw, in class-id order")
+    rotate: Bool = Field(True, description="rotate rectangles, triangles and stars by a random angle")
     split: Literal[SPLITS] = "train"
 
     @field_validator("path")
@@ -214,6 +220,13 @@ class ShapesSource(_Section):
     def _ordered(cls, value):
         if value[0] > value[1]:
             raise ValueError(f"{value} is not [min, max]; accepted: min <= max")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, value):
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} names a shape twice; accepted: distinct names of {', '.join(SHAPE_NAMES)}")
         return value
 
 

@@ -35,7 +35,7 @@ def open_source(source_cfg, strict):
     if name == "shapes":
         spec = {"source": "shapes", "split": cfg["split"], "out_dir": cfg["path"], "strict": strict, "n": cfg["n"],
                 "size": cfg["size"], "seed": cfg["seed"], "val_fraction": cfg["val_fraction"],
-                "objects": tuple(cfg["objects"])}
+                "objects": tuple(cfg["objects"]), "classes": tuple(cfg["classes"]), "rotate": cfg["rotate"]}
     elif name == "coco":
         spec = {"source": "coco", "annotations": cfg["annotations"], "images_root": cfg["images"], "strict": strict}
     elif name == "voc":
