@@ -75,3 +75,14 @@ def test_matching_follows_the_rule(seed):
 def test_an_image_without_objects_is_all_background():
     index, label = boxes.match(_random_boxes(10), np.zeros((3, 4), "float32"), np.zeros(3, bool))
     assert (np.asarray(label) == 0).all()
+
+
+def test_matching_a_batch_equals_matching_each_image():
+    anchors = _random_boxes(120)
+    gt = np.stack([np.concatenate([_random_boxes(k), np.zeros((5 - k, 4), "float32")]) for k in (1, 3, 0)])
+    valid = np.array([[i < k for i in range(5)] for k in (1, 3, 0)])
+    index, label = (np.asarray(v) for v in boxes.match(anchors, gt, valid))
+    for b in range(3):
+        one_index, one_label = (np.asarray(v) for v in boxes.match(anchors, gt[b], valid[b]))
+        np.testing.assert_array_equal(label[b], one_label)
+        np.testing.assert_array_equal(index[b][one_label == 1], one_index[one_label == 1])

@@ -54,26 +54,27 @@ def decode(anchors, deltas, variances=VARIANCES):
 def match(anchors, boxes, valid, positive_iou=0.5, negative_iou=0.4):
     """Assign ground-truth boxes to anchors.
 
-    anchors (A, 4); boxes (N, 4) and valid (N,) bool: one image's padded ground truth. Returns (index (A,) int32:
-    the box each anchor regresses to, label (A,) int32: 1 positive, 0 negative (background), -1 ignored).
-    An anchor is positive at IoU >= positive_iou with its best box, negative below negative_iou, ignored between
-    (the band RetinaNet and Faster R-CNN leave out of the loss); each valid box's best anchor is made positive
-    for it, so no object goes without an anchor (SSD's and Faster R-CNN's rule).
+    anchors (A, 4); boxes (..., N, 4) and valid (..., N) bool: padded ground truth of one image or a batch.
+    Returns (index (..., A) int32: the box each anchor regresses to, label (..., A) int32: 1 positive,
+    0 negative (background), -1 ignored). An anchor is positive at IoU >= positive_iou with its best box,
+    negative below negative_iou, ignored between (the band RetinaNet and Faster R-CNN leave out of the loss);
+    each valid box's best anchor is made positive for it, so no object goes without an anchor (SSD's and
+    Faster R-CNN's rule).
     """
-    iou = pairwise_iou(anchors, boxes)  # (A, N)
-    iou = ops.where(valid[None, :], iou, -1.0)
-    index = ops.cast(ops.argmax(iou, axis=1), "int32")
-    best = ops.max(iou, axis=1)
+    iou = pairwise_iou(boxes, anchors)  # (..., N, A)
+    iou = ops.where(valid[..., :, None], iou, -1.0)
+    index = ops.cast(ops.argmax(iou, axis=-2), "int32")  # (..., A)
+    best = ops.max(iou, axis=-2)
     label = ops.where(best >= positive_iou, 1, ops.where(best < negative_iou, 0, -1))
     # The best anchor of each valid box is claimed by that box (by the first of several boxes sharing it).
-    best_anchor = ops.cast(ops.argmax(iou, axis=0), "int32")  # (N,)
-    claims = ops.logical_and(ops.arange(ops.shape(anchors)[0], dtype="int32")[:, None] == best_anchor[None, :],
-                             valid[None, :])  # (A, N)
-    claimed = ops.any(claims, axis=1)
-    claimer = ops.cast(ops.argmax(ops.cast(claims, "int32"), axis=1), "int32")
+    best_anchor = ops.cast(ops.argmax(iou, axis=-1), "int32")  # (..., N)
+    claims = ops.logical_and(best_anchor[..., :, None] == ops.arange(ops.shape(anchors)[0], dtype="int32"),
+                             valid[..., :, None])  # (..., N, A)
+    claimed = ops.any(claims, axis=-2)
+    claimer = ops.cast(ops.argmax(ops.cast(claims, "int32"), axis=-2), "int32")
     index = ops.where(claimed, claimer, index)
     label = ops.where(claimed, 1, label)
-    no_box = ops.logical_not(ops.any(valid))
+    no_box = ops.logical_not(ops.any(valid, axis=-1, keepdims=True))
     return index, ops.cast(ops.where(no_box, 0, label), "int32")
 
 

@@ -741,7 +741,7 @@ class Recipe(_Section):
             except ValidationError as err:
                 first = err.errors()[0]
                 raise FieldError(("head", *first["loc"]), _pydantic_message(first, task.Options)) from None
-            self._fits_architecture(task)
+            self._fits_architecture(task(self.head))
         needs = _task_needs(self.task)
         table = augmentation_table((info.context or {}).get("augmentations"))
         for i, aug in enumerate(self.data.augment):
@@ -765,7 +765,8 @@ class Recipe(_Section):
         return self
 
     def _fits_architecture(self, task):
-        """The backbone has the levels the task's head reads; top options only where the task has that top."""
+        """The backbone has the levels the task's head reads (task: the Task with this recipe's head options);
+        classification-top options only where the task has that top."""
         from convforge.registry import get_spec, missing_levels_message
 
         spec = get_spec(self.model.architecture)

@@ -1,0 +1,175 @@
+"""Object detection: every object's class and box, scored by COCO AP (pycocotools).
+
+Targets: the image's objects padded to data.max_instances ({"boxes", "classes", "is_crowd", "valid"}), the same
+in training and evaluation; the head's loss matches them to its anchors itself, so geometric augmentations
+only move boxes. The trained model outputs raw per-anchor predictions; the saved inference model ends in box
+decoding and NMS: {"boxes" (B, N, 4) normalized yxyx, "scores" (B, N), "classes" (B, N) int32,
+"num_detections" (B,) int32}, padded to N = max_detections.
+"""
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from convforge.tasks import register_task
+from convforge.tasks.base import Parser, Task
+from convforge.tasks.classification import _name
+
+OUTPUT_KEYS = ("boxes", "scores", "classes", "num_detections")
+
+
+def _instances(example, context):
+    """The padded objects of an example (boxes, classes, crowd flags, valid)."""
+    from convforge.data.instances import pad_instances
+
+    padded = pad_instances(example, context)
+    return {k: padded[k] for k in ("boxes", "classes", "is_crowd", "valid")}
+
+
+class DetectionOptions(BaseModel):
+    """The `head:` section of a detection recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["ssd"] = Field("ssd", description="the detector: ssd (anchors on several levels, multibox loss)")
+    levels: list[Literal["C1", "C2", "C3", "C4", "C5"]] = Field(
+        default_factory=lambda: ["C3", "C4", "C5"], min_length=1, description="backbone levels the head reads")
+    anchor_size: float = Field(4.0, gt=0, description="anchor side at scale 1, in strides of its level")
+    anchor_scales: list[float] = Field(default_factory=lambda: [1.0, 1.26], min_length=1)
+    aspect_ratios: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1,
+                                       description="anchor height / width")
+    positive_iou: float = Field(0.5, gt=0, le=1, description="IoU from which an anchor learns an object")
+    negative_iou: float = Field(0.4, gt=0, le=1, description="IoU under which an anchor is background; "
+                                                              "between the two it is ignored")
+    negative_ratio: float = Field(3.0, gt=0, description="hard negatives kept per positive anchor")
+    box_loss_weight: float = Field(1.0, gt=0)
+    channels: int = Field(64, ge=1, description="width of the head's two 3x3 convs per level")
+    max_detections: int = Field(100, ge=1)
+    nms_iou: float = Field(0.5, gt=0, le=1, description="IoU over which NMS drops the lower-scored box")
+    score_threshold: float = Field(0.05, ge=0, lt=1)
+
+
+@register_task
+class Detection(Task):
+    """Find every object: its class and box (normalized [ymin, xmin, ymax, xmax]), after NMS."""
+
+    name = "detection"
+    headline_metric = "AP50"
+    annotations = frozenset({"boxes"})
+    Options = DetectionOptions
+    parser = Parser(keeps_record=lambda r: True, keeps_example=lambda e: True, target=_instances)
+
+    @property
+    def levels(self):
+        """The backbone levels the head reads."""
+        return tuple(self.options.levels)
+
+    def anchor_spec(self, architecture, input_shape, options=None):
+        """The anchors of this head on a backbone at an input size (from the registry's level strides)."""
+        from convforge.heads.single_shot import anchor_spec
+        from convforge.registry import get_spec, require_levels
+
+        require_levels(architecture, self.levels, options, who=f"the {self.options.name} head")
+        strides = get_spec(architecture).feature_levels(options)
+        return anchor_spec(input_shape[:2], {lv: strides[lv] for lv in self.levels}, self.options.anchor_size,
+                           self.options.anchor_scales, self.options.aspect_ratios)
+
+    def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):
+        """The backbone's levels into the SSD head; outputs the raw per-anchor predictions (see inference_model)."""
+        import keras
+
+        from convforge.backbones import build_backbone, feature_levels
+        from convforge.backbones.common import precision
+        from convforge.heads.classification import head_dtype
+        from convforge.heads.single_shot import ssd_head
+
+        spec = self.anchor_spec(architecture, input_shape, options)
+        backbone = build_backbone(architecture, input_shape=input_shape, include_top=False, dtype=dtype,
+                                  **(options or {}))
+        with precision(dtype):
+            raw = ssd_head(feature_levels(backbone), num_classes, spec, self.options.channels, head_dtype())
+        model = keras.Model(backbone.input, raw, name=f"{architecture}_{self.options.name}")
+        model.anchor_spec = spec
+        return model
+
+    def compile_args(self, model, label_smoothing=0.0, one_hot=False, aux_loss_weight=0.3):
+        """The multibox loss over the model's anchors."""
+        from convforge.heads.single_shot import MultiboxLoss
+
+        o = self.options
+        return dict(loss=MultiboxLoss(self._spec_of(model), model.output.shape[-1] - 5, o.positive_iou,
+                                      o.negative_iou, o.negative_ratio, o.box_loss_weight))
+
+    def adapt_targets(self, model, targets):
+        """Pack the padded objects as the loss reads them: (B, M, 6) [box, class, valid and not crowd]."""
+        import tensorflow as tf
+
+        usable = tf.logical_and(targets["valid"], tf.logical_not(targets["is_crowd"]))
+        return tf.concat([targets["boxes"], tf.cast(targets["classes"], tf.float32)[..., None],
+                          tf.cast(usable, tf.float32)[..., None]], axis=-1)
+
+    def inference_model(self, model):
+        """The trained model ending in box decoding and NMS (a model that already does is returned as is)."""
+        import keras
+
+        from convforge.heads.single_shot import detector_outputs
+
+        if self.recognizes(model):
+            return model
+        o = self.options
+        outputs = detector_outputs(model.output, self._spec_of(model), o.max_detections, o.nms_iou,
+                                   o.score_threshold)
+        return keras.Model(model.input, outputs, name=model.name)
+
+    @staticmethod
+    def _spec_of(model):
+        """The anchor spec a model was built with (kept on the model; read back from its decoder when loaded)."""
+        spec = getattr(model, "anchor_spec", None)
+        if spec is None:
+            raise ValueError(f"model {model.name!r} carries no anchor spec; build it with the detection task")
+        return spec
+
+    @classmethod
+    def recognizes(cls, model):
+        """A dict output with boxes, scores, classes and num_detections."""
+        return isinstance(model.output, dict) and set(model.output) == set(OUTPUT_KEYS)
+
+    def evaluate(self, model, dataset, class_names, out_dir=None):
+        """COCO AP (pycocotools) of the detections against the padded ground truth, in input pixels."""
+        from convforge.evaluate.coco import coco_metrics
+
+        images, annotations, detections = [], [], []
+        for batch_images, targets in dataset:
+            height, width = (int(v) for v in batch_images.shape[1:3])
+            out = {k: np.asarray(v) for k, v in model(batch_images, training=False).items()}
+            t = {k: np.asarray(v) for k, v in targets.items()}
+            for b in range(len(t["boxes"])):
+                image_id = len(images) + 1
+                images.append({"id": image_id, "width": width, "height": height})
+                for box, cls, crowd in zip(t["boxes"][b][t["valid"][b]], t["classes"][b][t["valid"][b]],
+                                           t["is_crowd"][b][t["valid"][b]]):
+                    x, y, w, h = _pixels(box, width, height)
+                    annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls),
+                                        "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(crowd)})
+                for i in range(int(out["num_detections"][b])):
+                    detections.append({"image_id": image_id, "category_id": int(out["classes"][b, i]),
+                                       "bbox": _pixels(out["boxes"][b, i], width, height),
+                                       "score": float(out["scores"][b, i])})
+        names = list(class_names) or [str(k) for k in range(1 + max([a["category_id"] for a in annotations] or [0]))]
+        gt = {"images": images, "annotations": annotations,
+              "categories": [{"id": k, "name": str(n)} for k, n in enumerate(names)]}
+        metrics = coco_metrics(gt, detections)
+        return {**metrics, "count": len(images), "detections": len(detections)}
+
+    def describe(self, outputs, class_names, top_k=3):
+        """Each detection (score >= 0.25, best first; at least the best one): class, score and box."""
+        n = int(np.asarray(outputs["num_detections"]).reshape(()))
+        scores = np.asarray(outputs["scores"], dtype="float32")[:n]
+        shown = [i for i in range(n) if scores[i] >= 0.25] or list(range(min(n, 1)))
+        return [{"class": _name(class_names, int(outputs["classes"][i])), "probability": float(scores[i]),
+                 "box": [round(float(v), 4) for v in outputs["boxes"][i]]} for i in shown]
+
+
+def _pixels(box, width, height):
+    """A normalized yxyx box as COCO's [x, y, w, h] in pixels."""
+    y0, x0, y1, x1 = (float(v) for v in box)
+    return [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height]

@@ -1,0 +1,62 @@
+"""Detection end to end on a small instance: the SSD head trains from a recipe (loss falls), the run's model.keras
+is the inference model ending in NMS, COCO AP lands in metrics.json, and the exported artifacts give Keras'
+detections in their runtimes."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import convforge
+from convforge.errors import RecipeError
+from convforge.recipes import load_recipe
+from convforge.tasks import get_task
+from smallmodels import tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+SSD = ROOT / "recipes" / "detection" / "ssd_resnet18_shapes.yaml"
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+def test_anchor_outputs_line_up_with_the_anchor_grid():
+    from convforge.heads.single_shot import anchors_of
+
+    model = convforge.build_model("resnet18", task="detection", num_classes=3, input_shape=(64, 64, 3),
+                                  widths=(8, 8, 8, 8), head={"anchor_scales": [1.0], "levels": ["C4", "C5"]})
+    # C4 4x4 and C5 2x2 cells, 3 ratios each; per anchor 4 deltas and 3 + 1 class logits.
+    assert model.output.shape[1:] == (20 * 3, 8) == (len(anchors_of(model.anchor_spec)), 8)
+    assert model.anchor_spec["strides"] == {"C4": 16, "C5": 32}
+
+
+def test_ssd_trains_evaluates_and_exports_with_nms(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sets = tiny(SSD, shapes_dir=tmp_path / "shapes", epochs=3, steps=4) + [
+        "data.train.objects=[1,3]", "model.options={depths: [1,1,1,1], widths: [8,16,32,64]}",
+        "model.input_shape=[64,64,3]", "data.train.size=64", "head={channels: 16, max_detections: 20}",
+        "train.optimizer.learning_rate=0.01"]
+    result = convforge.train(load_recipe(SSD, overrides=sets), printer=lambda *_: None, verbose=0)
+    run = Path(result["run_dir"])
+    losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
+    assert losses[-1] < losses[0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"val_AP", "val_AP50", "val_AP75", "val_AR100"} <= set(metrics) and 0 <= metrics["val_AP50"] <= 1
+
+    model = convforge.tasks.load_model(run / "model.keras")
+    assert get_task("detection").recognizes(model)
+    assert model.output["classes"].dtype == "int32" and model.output["boxes"].shape[1:] == (20, 4)
+    images = np.random.default_rng(0).normal(size=(4, 64, 64, 3)).astype("float32")
+    exported = convforge.export(model, tmp_path / "export", formats=["saved_model", "tflite", "onnx"],
+                                inputs_for_check=images, progress=None, latency_runs=0)
+    for entry in exported["card"]["artifacts"]:
+        check = entry["check"]
+        assert check["status"] == "passed", entry["format"]
+        assert check["per_output"]["num_detections"]["agreement"] == 1.0, entry["format"]
+
+
+def test_a_detection_head_refuses_a_backbone_without_its_levels():
+    with pytest.raises(RecipeError, match="squeezenet1_1 has feature levels .* the detection head needs C3, C4, "
+                                          "C5, and C5 is missing"):
+        load_recipe(SSD, overrides=["model.architecture=squeezenet1_1", "model.options={}"])
+    assert load_recipe(SSD, overrides=["model.architecture=squeezenet1_1", "model.options={}",
+                                       "head={levels: [C3, C4]}"]).head["levels"] == ["C3", "C4"]
