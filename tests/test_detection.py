@@ -42,6 +42,14 @@ def test_ssd_trains_evaluates_and_exports_with_nms(tmp_path, monkeypatch):
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"val_AP", "val_AP50", "val_AP75", "val_AR100"} <= set(metrics) and 0 <= metrics["val_AP50"] <= 1
 
+    # A fresh process loads it: the head's layers register when convforge loads a model file.
+    import subprocess
+    import sys
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys; from convforge.modelfile import load_model; "
+                             "print(sorted(load_model(sys.argv[1]).output))", str(run / "model.keras")],
+                            capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0 and "num_detections" in loaded.stdout, loaded.stderr[-2000:]
     model = convforge.tasks.load_model(run / "model.keras")
     assert get_task("detection").recognizes(model)
     assert model.output["classes"].dtype == "int32" and model.output["boxes"].shape[1:] == (20, 4)
