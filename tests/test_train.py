@@ -93,7 +93,9 @@ def test_every_shipped_recipe_trains_one_epoch(recipe_path, shapes_dir, tmp_path
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs_completed"] == 1
     assert metrics["replicas"] == 1
-    expected = {"loss", "val_loss", "val_accuracy"}
+    # Each task's headline metric and its companions; detection's are COCO's.
+    expected = {"loss", "val_loss"} | ({"val_AP", "val_AP50", "val_AP75", "val_AR100"} if recipe.task == "detection"
+                                       else {"val_accuracy"})
     if recipe.task == "localization":
         expected |= {"val_iou", "val_accuracy_at_iou50", "box_iou", "val_box_iou"}
     assert expected <= set(metrics), sorted(metrics)
@@ -106,7 +108,8 @@ def test_every_shipped_recipe_trains_one_epoch(recipe_path, shapes_dir, tmp_path
         assert not json.loads(z.read("config.json")).get("compile_config")
     model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
     assert tuple(model.input.shape[1:]) == tuple(recipe.model.input_shape)
-    assert len(model.outputs) == (2 if recipe.task == "localization" else 1)  # GoogLeNet's aux heads dropped
+    # GoogLeNet's aux heads dropped; localization gives label and box, detection its four NMS outputs.
+    assert len(model.outputs) == {"localization": 2, "detection": 4}.get(recipe.task, 1)
     assert not (tmp_path / "runs").exists()
 
 
