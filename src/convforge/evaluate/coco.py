@@ -38,16 +38,22 @@ def image_id_of(record, index):
     return int(image_id) if isinstance(image_id, (int, np.integer)) else index
 
 
+def coco_bbox(box, width, height):
+    """A normalized [ymin, xmin, ymax, xmax] box as COCO's [x, y, w, h] in pixels of a width x height image."""
+    y0, x0, y1, x1 = (float(v) for v in box)
+    return [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height]
+
+
 def detections_to_coco(image_id, width, height, boxes, scores, classes, category_ids, count=None):
     """One image's detections as COCO results: normalized [ymin, xmin, ymax, xmax] boxes become pixel
-    [x, y, w, h] of the original width x height, class k becomes the dataset's category_ids[k]."""
+    [x, y, w, h] of the original width x height, class k becomes the dataset's category_ids[k] (k itself when
+    category_ids is None)."""
     n = len(scores) if count is None else int(count)
     results = []
     for box, score, cls in zip(np.asarray(boxes)[:n], np.asarray(scores)[:n], np.asarray(classes)[:n]):
-        y0, x0, y1, x1 = (float(v) for v in box)
-        x, y = x0 * width, y0 * height
-        results.append({"image_id": image_id, "category_id": int(category_ids[int(cls)]),
-                        "bbox": [round(x, 2), round(y, 2), round((x1 - x0) * width, 2), round((y1 - y0) * height, 2)],
+        category = int(cls) if category_ids is None else int(category_ids[int(cls)])
+        results.append({"image_id": image_id, "category_id": category,
+                        "bbox": [round(v, 2) for v in coco_bbox(box, width, height)],
                         "score": round(float(score), 5)})
     return results
 

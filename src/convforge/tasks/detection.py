@@ -135,7 +135,7 @@ class Detection(Task):
 
     def evaluate(self, model, dataset, class_names, out_dir=None):
         """COCO AP (pycocotools) of the detections against the padded ground truth, in input pixels."""
-        from convforge.evaluate.coco import coco_metrics
+        from convforge.evaluate.coco import coco_bbox, coco_metrics, detections_to_coco
 
         images, annotations, detections = [], [], []
         for batch_images, targets in dataset:
@@ -147,13 +147,11 @@ class Detection(Task):
                 images.append({"id": image_id, "width": width, "height": height})
                 for box, cls, crowd in zip(t["boxes"][b][t["valid"][b]], t["classes"][b][t["valid"][b]],
                                            t["is_crowd"][b][t["valid"][b]]):
-                    x, y, w, h = _pixels(box, width, height)
+                    x, y, w, h = coco_bbox(box, width, height)
                     annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls),
                                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(crowd)})
-                for i in range(int(out["num_detections"][b])):
-                    detections.append({"image_id": image_id, "category_id": int(out["classes"][b, i]),
-                                       "bbox": _pixels(out["boxes"][b, i], width, height),
-                                       "score": float(out["scores"][b, i])})
+                detections += detections_to_coco(image_id, width, height, out["boxes"][b], out["scores"][b],
+                                                 out["classes"][b], None, out["num_detections"][b])
         names = list(class_names) or [str(k) for k in range(1 + max([a["category_id"] for a in annotations] or [0]))]
         gt = {"images": images, "annotations": annotations,
               "categories": [{"id": k, "name": str(n)} for k, n in enumerate(names)]}
@@ -168,8 +166,3 @@ class Detection(Task):
         return [{"class": _name(class_names, int(outputs["classes"][i])), "probability": float(scores[i]),
                  "box": [round(float(v), 4) for v in outputs["boxes"][i]]} for i in shown]
 
-
-def _pixels(box, width, height):
-    """A normalized yxyx box as COCO's [x, y, w, h] in pixels."""
-    y0, x0, y1, x1 = (float(v) for v in box)
-    return [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height]
