@@ -68,3 +68,26 @@ def test_a_detection_head_refuses_a_backbone_without_its_levels():
         load_recipe(SSD, overrides=["model.architecture=squeezenet1_1", "model.options={}"])
     assert load_recipe(SSD, overrides=["model.architecture=squeezenet1_1", "model.options={}",
                                        "head={levels: [C3, C4]}"]).head["levels"] == ["C3", "C4"]
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_detectors_train_and_export(tmp_path, policy):
+    """The paths a bf16 CPU or a GPU takes: the SSD head trains under a mixed policy (loss in float32) and its
+    float32 copy, NMS included, exports to SavedModel, TFLite and ONNX with Keras' detections."""
+    import keras
+
+    task = get_task("detection", {"channels": 8, "max_detections": 10})
+    model = task.build_model("resnet18", (64, 64, 3), 3, {"depths": [1, 1, 1, 1], "widths": [8, 8, 8, 8]},
+                             dtype=policy)
+    assert model.output.dtype == "float32" and model.layers[5].compute_dtype != "float32"
+    model.compile(optimizer="adam", **task.compile_args(model))
+    x = np.random.default_rng(0).uniform(size=(8, 64, 64, 3)).astype("float32")
+    y = np.zeros((8, 4, 6), "float32")
+    y[:, 0] = [0.2, 0.2, 0.6, 0.6, 1, 1]
+    losses = model.fit(x, y, epochs=3, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]
+    result = convforge.export(task.inference_model(model), tmp_path / policy,
+                              formats=["saved_model", "tflite", "onnx"], progress=None, latency_runs=0)
+    assert result["card"]["precision"]["trained"] == policy
+    assert all(a["check"]["status"] == "passed" for a in result["card"]["artifacts"])
+    keras.backend.clear_session()
