@@ -25,8 +25,9 @@ def test_anchor_outputs_line_up_with_the_anchor_grid():
     model = convforge.build_model("resnet18", task="detection", num_classes=3, input_shape=(64, 64, 3),
                                   widths=(8, 8, 8, 8), head={"anchor_scales": [1.0], "levels": ["C4", "C5"]})
     # C4 4x4 and C5 2x2 cells, 3 ratios each; per anchor 4 deltas and 3 + 1 class logits.
-    assert model.output.shape[1:] == (20 * 3, 8) == (len(anchors_of(model.anchor_spec)), 8)
-    assert model.anchor_spec["strides"] == {"C4": 16, "C5": 32}
+    spec = get_task("detection").spec_of(model)
+    assert model.output.shape[1:] == (20 * 3, 8) == (len(anchors_of(spec)), 8)
+    assert spec["strides"] == {"C4": 16, "C5": 32} and spec["num_classes"] == 3
 
 
 def test_ssd_trains_evaluates_and_exports_with_nms(tmp_path, monkeypatch):

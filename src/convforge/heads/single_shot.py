@@ -10,22 +10,11 @@ import keras
 from keras import layers, ops
 
 from convforge import boxes
-from convforge.layers.anchors import anchor_grid, anchors_per_cell
+from convforge.layers.anchors import anchor_spec, anchors_of, anchors_per_cell  # noqa: F401  (re-exported)
+from convforge.layers.detections import RawDetections
 from convforge.layers.nms import NonMaxSuppression
 
-
-def anchor_spec(image_size, strides, anchor_size=4.0, scales=(1.0, 1.26), aspect_ratios=(0.5, 1.0, 2.0)):
-    """The anchors' description (plain data, saved in layer and loss configs): a level of stride s has anchors of
-    side anchor_size * s at scale 1."""
-    return {"image_size": [int(v) for v in image_size], "strides": {k: int(v) for k, v in strides.items()},
-            "base_sizes": {k: float(anchor_size * v) for k, v in strides.items()},
-            "scales": [float(s) for s in scales], "aspect_ratios": [float(r) for r in aspect_ratios]}
-
-
-def anchors_of(spec):
-    """The (A, 4) normalized anchors a spec describes."""
-    return anchor_grid(spec["image_size"], spec["strides"], spec["base_sizes"], spec["scales"],
-                       spec["aspect_ratios"])
+HEAD = "ssd"
 
 
 def ssd_head(features, num_classes, spec, channels=64, head_dtype=None):
@@ -49,7 +38,7 @@ def ssd_head(features, num_classes, spec, channels=64, head_dtype=None):
                          f"the levels' strides {spec['strides']} do not fit input {spec['image_size']}")
     joined = [layers.Concatenate(axis=1, name=name)(parts)
               for name, parts in (("box_deltas", deltas), ("class_logits", logits))]
-    return layers.Concatenate(axis=-1, dtype=head_dtype, name="raw_detections")(joined)
+    return RawDetections(HEAD, spec, dtype=head_dtype)(joined)
 
 
 @keras.saving.register_keras_serializable(package="convforge")
@@ -131,3 +120,21 @@ def detector_outputs(raw, spec, max_detections=100, iou_threshold=0.5, score_thr
     """The inference outputs from raw predictions: {boxes, scores, classes, num_detections} after NMS."""
     decoded, scores = DecodeDetections(spec, name="decode")(raw)
     return NonMaxSuppression(max_detections, iou_threshold, score_threshold, name="detections")(decoded, scores)
+
+
+# The head interface tasks/detection.py calls (every detector module has these three).
+
+def build(features, num_classes, spec, options, dtype=None):
+    """The SSD head's raw predictions on the backbone's levels."""
+    return ssd_head(features, num_classes, spec, options.channels, dtype)
+
+
+def loss(spec, num_classes, options):
+    """The multibox loss with the recipe's matching and mining settings."""
+    return MultiboxLoss(spec, num_classes, options.positive_iou, options.negative_iou, options.negative_ratio,
+                        options.box_loss_weight)
+
+
+def outputs(raw, spec, options):
+    """Decoding and NMS: the inference outputs."""
+    return detector_outputs(raw, spec, options.max_detections, options.nms_iou, options.score_threshold)

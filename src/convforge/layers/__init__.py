@@ -5,7 +5,8 @@ from convforge.layers.dense import dense_block, transition
 from convforge.layers.filters import KERNELS, ImageFilter
 from convforge.layers.fire import fire_module
 from convforge.layers.inception import inception_module, inception_v1_branches
-from convforge.layers.anchors import anchor_grid, anchors_per_cell
+from convforge.layers.anchors import anchor_grid, anchor_spec, anchors_of, anchors_per_cell
+from convforge.layers.detections import RawDetections
 from convforge.layers.mobile import depthwise_separable, inverted_residual
 from convforge.layers.nms import NonMaxSuppression
 from convforge.layers.normalization import LocalResponseNormalization
@@ -15,6 +16,6 @@ from convforge.layers.se import squeeze_excite
 __all__ = [
     "conv_bn_act", "explicit_padding", "max_pool", "dense_block", "transition", "KERNELS", "ImageFilter",
     "fire_module", "inception_module", "inception_v1_branches", "depthwise_separable", "inverted_residual",
-    "LocalResponseNormalization", "residual_block", "squeeze_excite", "anchor_grid", "anchors_per_cell",
-    "NonMaxSuppression",
+    "LocalResponseNormalization", "residual_block", "squeeze_excite", "anchor_grid", "anchor_spec", "anchors_of",
+    "anchors_per_cell", "NonMaxSuppression", "RawDetections",
 ]

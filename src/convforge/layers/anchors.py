@@ -31,3 +31,26 @@ def anchor_grid(image_size, strides, base_sizes, scales=(1.0,), aspect_ratios=(0
 def anchors_per_cell(scales=(1.0,), aspect_ratios=(0.5, 1.0, 2.0)):
     """How many anchors each cell of a level holds."""
     return len(scales) * len(aspect_ratios)
+
+
+def anchor_spec(image_size, strides, anchor_size=4.0, scales=(1.0, 1.26), aspect_ratios=(0.5, 1.0, 2.0)):
+    """The anchors' description (plain data, saved in layer and loss configs): a level of stride s has anchors of
+    side anchor_size * s at scale 1."""
+    return {"image_size": [int(v) for v in image_size], "strides": {k: int(v) for k, v in strides.items()},
+            "base_sizes": {k: float(anchor_size * v) for k, v in strides.items()},
+            "scales": [float(s) for s in scales], "aspect_ratios": [float(r) for r in aspect_ratios]}
+
+
+def anchors_of(spec):
+    """The (A, 4) normalized anchors a spec describes."""
+    return anchor_grid(spec["image_size"], spec["strides"], spec["base_sizes"], spec["scales"],
+                       spec["aspect_ratios"])
+
+
+def anchor_strides(spec):
+    """Each anchor's level stride as a fraction of the image, (A, 2) float32 (height, width), in anchor order."""
+    height, width = spec["image_size"]
+    per_cell = anchors_per_cell(spec["scales"], spec["aspect_ratios"])
+    out = [np.tile([[stride / height, stride / width]], (-(-height // stride) * -(-width // stride) * per_cell, 1))
+           for stride in spec["strides"].values()]
+    return np.concatenate(out).astype(np.float32)

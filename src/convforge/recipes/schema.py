@@ -737,10 +737,11 @@ class Recipe(_Section):
         task = _task_class(self.task)
         if task is not None:
             try:
-                self.head = task.Options.model_validate(self.head).model_dump(mode="json")
+                options = task.options_class(self.head)
+                self.head = options.model_validate(self.head).model_dump(mode="json")
             except ValidationError as err:
                 first = err.errors()[0]
-                raise FieldError(("head", *first["loc"]), _pydantic_message(first, task.Options)) from None
+                raise FieldError(("head", *first["loc"]), _pydantic_message(first, options)) from None
             self._fits_architecture(task(self.head))
         needs = _task_needs(self.task)
         table = augmentation_table((info.context or {}).get("augmentations"))

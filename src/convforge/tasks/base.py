@@ -3,7 +3,8 @@
 A task is a `Task` subclass registered with `@register_task` under its `name`. It declares everything the rest
 of convforge asks a task for, so no module outside tasks/ branches on a task's name:
 
-- `Options`: the typed `head:` section of a recipe (head and loss settings), a pydantic model;
+- `Options`: the typed `head:` section of a recipe (head and loss settings), a pydantic model (`options_class`
+  picks one per head where a task has several);
 - `levels`: the backbone feature levels its head reads (checked against the registry before building);
 - `annotations`: the annotation kinds its targets are made of ("label", "boxes", ...), which every
   augmentation of its recipe must carry (`convforge check` refuses one that cannot);
@@ -63,7 +64,13 @@ class Task:
         """Validate the head options (a dict or an Options instance, plus keyword overrides)."""
         if isinstance(options, BaseModel):
             options = options.model_dump()
-        self.options = self.Options.model_validate({**(options or {}), **kwargs})
+        options = {**(options or {}), **kwargs}
+        self.options = self.options_class(options).model_validate(options)
+
+    @classmethod
+    def options_class(cls, options):
+        """The pydantic class that validates a `head:` section (tasks with several heads choose by its name)."""
+        return cls.Options
 
     def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):
         """Return the keras.Model for this task on the named backbone (options: the backbone's)."""

@@ -26,26 +26,62 @@ def _instances(example, context):
     return {k: padded[k] for k in ("boxes", "classes", "is_crowd", "valid")}
 
 
+_LEVELS = Literal["C1", "C2", "C3", "C4", "C5"]
+
+
 class DetectionOptions(BaseModel):
-    """The `head:` section of a detection recipe."""
+    """The `head:` settings every detector shares; each head's own class adds its anchors and loss settings."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Literal["ssd"] = Field("ssd", description="the detector: ssd (anchors on several levels, multibox loss)")
-    levels: list[Literal["C1", "C2", "C3", "C4", "C5"]] = Field(
-        default_factory=lambda: ["C3", "C4", "C5"], min_length=1, description="backbone levels the head reads")
+    name: Literal["ssd", "yolo"] = Field("ssd", description="the detector: ssd (anchors on several levels, "
+                                                            "multibox loss) or yolo (grid cells, objectness)")
+    levels: list[_LEVELS] = Field(default_factory=lambda: ["C3", "C4", "C5"], min_length=1,
+                                  description="backbone levels the head reads")
+    channels: int = Field(64, ge=1, description="width of the head's two 3x3 convs per level")
     anchor_size: float = Field(4.0, gt=0, description="anchor side at scale 1, in strides of its level")
     anchor_scales: list[float] = Field(default_factory=lambda: [1.0, 1.26], min_length=1)
     aspect_ratios: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1,
                                        description="anchor height / width")
+    box_loss_weight: float = Field(1.0, gt=0)
+    max_detections: int = Field(100, ge=1)
+    nms_iou: float = Field(0.5, gt=0, le=1, description="IoU over which NMS drops the lower-scored box")
+    score_threshold: float = Field(0.05, ge=0, lt=1)
+
+
+class SSDOptions(DetectionOptions):
+    """SSD: anchors matched by IoU, softmax classes with a background class, hard negative mining."""
+
+    name: Literal["ssd"] = "ssd"
     positive_iou: float = Field(0.5, gt=0, le=1, description="IoU from which an anchor learns an object")
     negative_iou: float = Field(0.4, gt=0, le=1, description="IoU under which an anchor is background; "
                                                               "between the two it is ignored")
     negative_ratio: float = Field(3.0, gt=0, description="hard negatives kept per positive anchor")
-    box_loss_weight: float = Field(1.0, gt=0)
-    channels: int = Field(64, ge=1, description="width of the head's two 3x3 convs per level")
-    max_detections: int = Field(100, ge=1)
-    nms_iou: float = Field(0.5, gt=0, le=1, description="IoU over which NMS drops the lower-scored box")
-    score_threshold: float = Field(0.05, ge=0, lt=1)
+
+
+class YoloOptions(DetectionOptions):
+    """YOLO: objects assigned to nearby cells' anchors of fitting shape; objectness and per-class sigmoids."""
+
+    name: Literal["yolo"] = "yolo"
+    anchor_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    match_ratio: float = Field(4.0, gt=1, description="an anchor learns an object when their heights and widths "
+                                                      "differ by less than this factor")
+    ignore_iou: float = Field(0.5, gt=0, le=1, description="an unassigned anchor whose box overlaps an object by "
+                                                            "this much is left out of the no-object loss")
+    box_loss_weight: float = Field(2.0, gt=0, description="weight of the GIoU box loss")
+    objectness_weight: float = Field(1.0, gt=0)
+    class_weight: float = Field(1.0, gt=0)
+    focal_gamma: float = Field(0.0, ge=0, description="focal loss on objectness when > 0 (1.5-2 is usual)")
+
+
+# name -> (the head's module: build, loss, outputs; its options)
+HEADS = {"ssd": ("convforge.heads.single_shot", SSDOptions), "yolo": ("convforge.heads.yolo", YoloOptions)}
+
+
+def _head_module(name):
+    """The module implementing a detector head."""
+    import importlib
+
+    return importlib.import_module(HEADS[name][0])
 
 
 @register_task
@@ -58,46 +94,49 @@ class Detection(Task):
     Options = DetectionOptions
     parser = Parser(keeps_record=lambda r: True, keeps_example=lambda e: True, target=_instances)
 
+    @classmethod
+    def options_class(cls, options):
+        """The options class of the head a `head:` section names (the shared one for an unknown name, which
+        then fails validation listing the heads)."""
+        name = (options or {}).get("name", "ssd") if isinstance(options, dict) else getattr(options, "name", "ssd")
+        return HEADS[name][1] if name in HEADS else DetectionOptions
+
     @property
     def levels(self):
         """The backbone levels the head reads."""
         return tuple(self.options.levels)
 
-    def anchor_spec(self, architecture, input_shape, options=None):
+    def anchor_spec(self, architecture, input_shape, num_classes, options=None):
         """The anchors of this head on a backbone at an input size (from the registry's level strides)."""
-        from convforge.heads.single_shot import anchor_spec
+        from convforge.layers.anchors import anchor_spec
         from convforge.registry import get_spec, require_levels
 
         require_levels(architecture, self.levels, options, who=f"the {self.options.name} head")
         strides = get_spec(architecture).feature_levels(options)
-        return anchor_spec(input_shape[:2], {lv: strides[lv] for lv in self.levels}, self.options.anchor_size,
+        spec = anchor_spec(input_shape[:2], {lv: strides[lv] for lv in self.levels}, self.options.anchor_size,
                            self.options.anchor_scales, self.options.aspect_ratios)
+        return {**spec, "num_classes": int(num_classes)}
 
     def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):
-        """The backbone's levels into the SSD head; outputs the raw per-anchor predictions (see inference_model)."""
+        """The backbone's levels into the head; outputs the raw per-anchor predictions (see inference_model)."""
         import keras
 
         from convforge.backbones import build_backbone, feature_levels
         from convforge.backbones.common import precision
         from convforge.heads.classification import head_dtype
-        from convforge.heads.single_shot import ssd_head
 
-        spec = self.anchor_spec(architecture, input_shape, options)
+        spec = self.anchor_spec(architecture, input_shape, num_classes, options)
         backbone = build_backbone(architecture, input_shape=input_shape, include_top=False, dtype=dtype,
                                   **(options or {}))
         with precision(dtype):
-            raw = ssd_head(feature_levels(backbone), num_classes, spec, self.options.channels, head_dtype())
-        model = keras.Model(backbone.input, raw, name=f"{architecture}_{self.options.name}")
-        model.anchor_spec = spec
-        return model
+            raw = _head_module(self.options.name).build(feature_levels(backbone), num_classes, spec, self.options,
+                                                        head_dtype())
+        return keras.Model(backbone.input, raw, name=f"{architecture}_{self.options.name}")
 
     def compile_args(self, model, label_smoothing=0.0, one_hot=False, aux_loss_weight=0.3):
-        """The multibox loss over the model's anchors."""
-        from convforge.heads.single_shot import MultiboxLoss
-
-        o = self.options
-        return dict(loss=MultiboxLoss(self._spec_of(model), model.output.shape[-1] - 5, o.positive_iou,
-                                      o.negative_iou, o.negative_ratio, o.box_loss_weight))
+        """The head's loss over the model's anchors."""
+        spec = self.spec_of(model)
+        return dict(loss=_head_module(self.options.name).loss(spec, spec["num_classes"], self.options))
 
     def adapt_targets(self, model, targets):
         """Pack the padded objects as the loss reads them: (B, M, 6) [box, class, valid and not crowd]."""
@@ -111,22 +150,24 @@ class Detection(Task):
         """The trained model ending in box decoding and NMS (a model that already does is returned as is)."""
         import keras
 
-        from convforge.heads.single_shot import detector_outputs
-
         if self.recognizes(model):
             return model
-        o = self.options
-        outputs = detector_outputs(model.output, self._spec_of(model), o.max_detections, o.nms_iou,
-                                   o.score_threshold)
+        outputs = _head_module(self.options.name).outputs(model.output, self.spec_of(model), self.options)
         return keras.Model(model.input, outputs, name=model.name)
 
-    @staticmethod
-    def _spec_of(model):
-        """The anchor spec a model was built with (kept on the model; read back from its decoder when loaded)."""
-        spec = getattr(model, "anchor_spec", None)
-        if spec is None:
-            raise ValueError(f"model {model.name!r} carries no anchor spec; build it with the detection task")
-        return spec
+    def spec_of(self, model):
+        """The anchor spec a training model was built with, read from its raw output layer (so it survives
+        saving); refuses a model of another head."""
+        from convforge.layers.detections import raw_detections_layer
+
+        layer = raw_detections_layer(model)
+        if layer is None:
+            raise ValueError(f"model {model.name!r} has no detection head's raw output; build it with the "
+                             f"detection task")
+        if layer.head != self.options.name:
+            raise ValueError(f"model {model.name!r} has a {layer.head} head, but the recipe's head is "
+                             f"{self.options.name!r}; accepted: head: {{name: {layer.head}}}")
+        return layer.spec
 
     @classmethod
     def recognizes(cls, model):
