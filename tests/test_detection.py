@@ -71,13 +71,13 @@ def test_a_detection_head_refuses_a_backbone_without_its_levels():
                                        "head={levels: [C3, C4]}"]).head["levels"] == ["C3", "C4"]
 
 
-@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-def test_mixed_precision_detectors_train_and_export(tmp_path, policy):
-    """The paths a bf16 CPU or a GPU takes: the SSD head trains under a mixed policy (loss in float32) and its
-    float32 copy, NMS included, exports to SavedModel, TFLite and ONNX with Keras' detections."""
+@pytest.mark.parametrize("policy,head", [("mixed_bfloat16", "ssd"), ("mixed_float16", "yolo")])
+def test_mixed_precision_detectors_train_and_export(tmp_path, policy, head):
+    """The paths a bf16 CPU or a GPU takes: each head trains under a mixed policy (loss in float32) and its
+    float32 copy, decoding and NMS included, exports to SavedModel, TFLite and ONNX with Keras' detections."""
     import keras
 
-    task = get_task("detection", {"channels": 8, "max_detections": 10})
+    task = get_task("detection", {"name": head, "channels": 8, "max_detections": 10})
     model = task.build_model("resnet18", (64, 64, 3), 3, {"depths": [1, 1, 1, 1], "widths": [8, 8, 8, 8]},
                              dtype=policy)
     assert model.output.dtype == "float32" and model.layers[5].compute_dtype != "float32"
@@ -92,3 +92,29 @@ def test_mixed_precision_detectors_train_and_export(tmp_path, policy):
     assert result["card"]["precision"]["trained"] == policy
     assert all(a["check"]["status"] == "passed" for a in result["card"]["artifacts"])
     keras.backend.clear_session()
+
+
+def test_yolo_assignment_gives_every_object_nearby_anchors_of_fitting_shape():
+    from convforge.heads.yolo import assign, decode
+    from convforge.layers.anchors import anchor_spec, anchor_strides, anchors_of
+
+    spec = anchor_spec((64, 64), {"C3": 8, "C4": 16}, anchor_size=2.0, scales=[1.0], aspect_ratios=[0.5, 1, 2])
+    anchors, strides = anchors_of(spec), anchor_strides(spec)
+    gt = np.array([[[0.1, 0.1, 0.3, 0.2], [0.5, 0.4, 0.9, 0.9], [0.0, 0.0, 1.0, 1.0]]], "float32")
+    valid = np.array([[True, True, False]])
+    index, positive = (np.asarray(t) for t in assign(anchors, strides, gt, valid, match_ratio=4.0))
+    centre, size = (anchors[:, :2] + anchors[:, 2:]) / 2, anchors[:, 2:] - anchors[:, :2]
+    for m in range(2):
+        mine = positive[0] & (index[0] == m)
+        assert mine.any()
+        gt_centre, gt_size = (gt[0, m, :2] + gt[0, m, 2:]) / 2, gt[0, m, 2:] - gt[0, m, :2]
+        # within one stride of the object's centre, so the bounded offsets (2 sigmoid - 1 strides) can reach it
+        assert np.all(np.abs(centre[mine] - gt_centre) < strides[mine])
+        ratio = gt_size / size[mine]
+        assert np.all(np.maximum(ratio, 1 / ratio).max(-1) < 4.0)
+    assert not (positive[0] & (index[0] == 2)).any()  # padding learns nothing
+    # Zero box parameters decode to the anchor itself; the extremes reach one stride and four sizes.
+    np.testing.assert_allclose(np.asarray(decode(anchors, strides, np.zeros((len(anchors), 4), "float32"))),
+                               anchors, atol=1e-6)
+    far = np.asarray(decode(anchors, strides, np.full((len(anchors), 4), 30.0, "float32")))
+    np.testing.assert_allclose((far[:, 2:] - far[:, :2]) / size, 4.0, rtol=1e-5)
