@@ -43,7 +43,7 @@ def test_box_head_beats_the_best_constant_box():
 
 
 def test_predict_draws_the_box(tmp_path):
-    """`convforge predict --draw` writes each image with the predicted box and class drawn on it."""
+    """`convforge predict --out` (or --draw) writes each image with the predicted box and class drawn on it."""
     import keras
     from PIL import Image
 
@@ -56,12 +56,13 @@ def test_predict_draws_the_box(tmp_path):
     image = np.zeros((48, 40, 3), "uint8")
     image[10:30, 8:24] = 255
     Image.fromarray(image).save(tmp_path / "square.png")
-    out = tmp_path / "drawn"
-    out.mkdir()
+    out = tmp_path / "drawn" / "here"  # created
+    # --draw: the flag's old name, kept working beside --out
     assert main(["predict", str(tmp_path / "model.keras"), str(tmp_path / "square.png"), "--draw", str(out)]) == 0
     drawn = np.asarray(Image.open(out / "square.png").convert("RGB"))
-    assert drawn.shape[:2] == (48 * 5, 40 * 5)  # enlarged so the label stays readable
+    assert drawn.shape[:2] == (48, 40)  # the image's own pixels, which the box is drawn in
     assert ((drawn[..., 0] == 255) & (drawn[..., 1] == 40)).any()  # the box outline
-    assert main(["predict", str(tmp_path / "model.keras"), str(tmp_path / "square.png"), "--draw",
-                 str(tmp_path / "missing")]) == 2
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["predict", str(tmp_path / "model.keras"), str(tmp_path / "square.png"), "--out",
+                 str(tmp_path / "file" / "sub")]) == 2
     keras.backend.clear_session()

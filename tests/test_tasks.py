@@ -63,7 +63,7 @@ class ObjectCount(Task):
 
         return dict(loss="mse", metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
 
-    def evaluate(self, model, dataset, class_names, out_dir=None):
+    def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
         errors = [np.abs(np.asarray(model(x, training=False)) - np.asarray(y)) for x, y in dataset]
         errors = np.concatenate(errors)
         return {"mae": float(errors.mean()), "within_half": float((errors < 0.5).mean())}

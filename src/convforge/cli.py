@@ -207,7 +207,8 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    """Evaluate a trained model on the recipe's val split; print the metrics and write them as JSON."""
+    """Evaluate a trained model on the recipe's val split; print the metrics and write them (into --out DIR:
+    metrics.json, and for detection COCO results); the last line printed is what was written."""
     from convforge.runs import evaluate
 
     result = evaluate(args.recipe, weights=args.weights, overrides=args.set, precision=args.precision, out=args.out)
@@ -220,40 +221,46 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
-    """Print the top classes (or the box) a trained model gives each image."""
+    """Print the top classes (or the boxes) a trained model gives each image; with --out DIR, also write each
+    image at its own size with them drawn, as DIR/<image stem>.png."""
+    import contextlib
     import json
     import pathlib
 
     import numpy as np
 
     from convforge import preprocessing as pixels
+    from convforge.atomic import filling
     from convforge.export.saved_model import input_spec
     from convforge.tasks import task_of_model
 
     if not os.path.isfile(args.model):
         raise ConvforgeError(f"model file {args.model!r} does not exist")
-    folder = pathlib.Path(args.model).resolve().parent
-    model = load_model(args.model, args.precision)
-    names = json.loads((folder / "class_names.json").read_text()) if (folder / "class_names.json").exists() else []
-    shape = input_spec(model)
-    # The contract training saved: the same decode, resize, rounding and normalization as the pipeline.
-    spec, saved = pixels.saved_beside(args.model, shape)
-    task = task_of_model(model, folder)
-    if args.draw and not os.path.isdir(args.draw):
-        raise ConvforgeError(f"--draw folder {args.draw!r} does not exist; accepted: an existing folder")
+    # Every image is checked before the model loads or anything is written, so a bad path costs nothing.
     for path in args.images:
-        image = pixels.read_image(path, shape[2])
-        x = pixels.preprocess(image[None], spec)
-        outputs = model(x, training=False)
-        outputs = {k: np.asarray(v)[0] for k, v in outputs.items()} if isinstance(outputs, dict) else np.asarray(
-            outputs)[0]
-        results = task.describe(outputs, names, top_k=args.top)
-        text = ", ".join(f"{r['class']} {r['probability']:.3f}" + (f" box {r['box']}" if "box" in r else "")
-                         for r in results)
-        print(f"{path}: {text}")
-        if args.draw:
-            stem = os.path.splitext(os.path.basename(path))[0]
-            task.draw(image, outputs, names, os.path.join(args.draw, f"{stem}.png"))
+        pixels.require_image(path)
+    folder = pathlib.Path(args.model).resolve().parent
+    with filling(args.out, "--out folder") if args.out else contextlib.nullcontext() as out:
+        model = load_model(args.model, args.precision)
+        names_file = folder / "class_names.json"
+        names = json.loads(names_file.read_text()) if names_file.exists() else []
+        shape = input_spec(model)
+        # The contract training saved: the same decode, resize, rounding and normalization as the pipeline.
+        spec, saved = pixels.saved_beside(args.model, shape)
+        task = task_of_model(model, folder)
+        for path in args.images:
+            image = pixels.read_image(path, shape[2])
+            x = pixels.preprocess(image[None], spec)
+            outputs = model(x, training=False)
+            outputs = {k: np.asarray(v)[0] for k, v in outputs.items()} if isinstance(outputs, dict) else np.asarray(
+                outputs)[0]
+            results = task.describe(outputs, names, top_k=args.top)
+            text = ", ".join(f"{r['class']} {r['probability']:.3f}" + (f" box {r['box']}" if "box" in r else "")
+                             for r in results)
+            print(f"{path}: {text}")
+            if out:
+                # `image` is the file at full size: boxes (normalized) are drawn in its own pixels.
+                task.draw(image, outputs, names, os.path.join(out, f"{pathlib.Path(path).stem}.png"))
     if not saved:
         print(f"note: no {pixels.FILE_NAME} beside {args.model}, so images were taken as pixels / 255",
               file=sys.stderr)
@@ -409,20 +416,24 @@ def build_parser():
                      help="run the model as trained (default) or, for a mixed-precision model, its float32 copy "
                           "(the weights unchanged; what exported artifacts compute)")
     p = sub.add_parser("evaluate", help="the task's metrics on the recipe's val split, printed and as JSON")
-    p.add_argument("recipe")
+    p.add_argument("recipe", help="a recipe (its newest run) or a run folder")
     p.add_argument("--weights", help="a trained .keras model (default: the newest run's model.keras)")
     p.add_argument("--set", **overrides)
-    p.add_argument("--out", help="JSON file to write (default: evaluation.json beside the model)")
+    p.add_argument("--out", metavar="DIR", help="folder to write metrics.json into (for detection also "
+                                                "detections.json, COCO results in original-image pixels), "
+                                                "created if missing (default: evaluation.json beside the model)")
     p.add_argument("--precision", **precision)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="top classes (or the box) for each image")
+    p = sub.add_parser("predict", help="top classes (or the boxes) for each image, optionally drawn")
     p.add_argument("model", help="a trained .keras file (a run's model.keras)")
     p.add_argument("images", nargs="+")
     p.add_argument("--top", type=int, default=3)
     p.add_argument("--precision", **precision)
-    p.add_argument("--draw", metavar="DIR", help="also write each image with its predictions drawn (boxes, "
-                                                 "classes) as DIR/<image name>.png")
+    p.add_argument("--out", metavar="DIR", help="also write each image at its own size with its predictions "
+                                                "drawn (boxes, class names, scores) as DIR/<image name>.png; DIR "
+                                                "is created if missing")
+    p.add_argument("--draw", dest="out", help=argparse.SUPPRESS)  # the flag's name before --out
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a trained model to SavedModel/TFLite/ONNX, each verified")

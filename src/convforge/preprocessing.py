@@ -168,12 +168,8 @@ def preprocess(images, spec):
 def read_image(path, channels):
     """Decode an image file as the data pipeline does (TensorFlow's decoders) into uint8 (H, W, channels);
     a missing, corrupt or oversized file raises DataError naming it."""
-    from convforge.data.records import inspect_image
-
     path = str(path)
-    found = inspect_image(path)
-    if isinstance(found, str):
-        raise DataError(f"image {path!r} could not be read: {found}")
+    require_image(path)
     import tensorflow as tf
 
     try:
@@ -181,3 +177,12 @@ def read_image(path, channels):
     except (tf.errors.OpError, ValueError) as err:
         raise DataError(f"image {path!r} could not be read: {str(err).splitlines()[0]}") from None
     return np.asarray(to_channels(image, channels), dtype=np.uint8)
+
+
+def require_image(path):
+    """Raise DataError naming an image file that read_image could not decode (missing, corrupt, oversized)."""
+    from convforge.data.records import inspect_image
+
+    found = inspect_image(str(path))
+    if isinstance(found, str):
+        raise DataError(f"image {str(path)!r} could not be read: {found}")

@@ -6,6 +6,7 @@ Examples:
     >>> metrics = convforge.evaluate("recipes/classification/lenet5_digits.yaml")   # doctest: +SKIP
     >>> convforge.export_run("runs/lenet5_digits/20261126-101500", out="saved_models/digits")  # doctest: +SKIP
 """
+import contextlib
 import dataclasses
 import functools
 import json
@@ -66,14 +67,19 @@ def evaluate(source, *, weights=None, overrides=(), precision="trained", out=Non
     """The task's metrics of a trained model on its recipe's val split, as {"val_<metric>": value}.
 
     source: a recipe, a run folder (with its recipe.yaml) or, with `weights`, the recipe to read data from.
-    precision: "trained" or "float32" (a mixed-precision model's float32 copy). out: the JSON file to write
-    (default: evaluation.json beside the model). Only the val pipeline is built.
+    precision: "trained" or "float32" (a mixed-precision model's float32 copy). out: a folder (created if
+    missing) to write metrics.json into, with the task's own names ("AP", "accuracy", ...), beside what the task
+    writes there (detection: detections.json, COCO results in the dataset's ids and original-image pixels, and
+    annotations.json where the ground truth has no COCO file; "annotations" in metrics.json names the file
+    scored against); a failed evaluation leaves no folder it created. Default: evaluation.json beside the model,
+    with the val_ names. Only the val pipeline is built.
     """
+    from convforge.atomic import filling, write_json
     from convforge.precision import model_precision
     from convforge.recipes import load_recipe
     from convforge.modelfile import load_model
     from convforge.tasks import get_task
-    from convforge.train.datasets import val_data
+    from convforge.train.datasets import val_split
 
     if weights is not None:
         recipe = load_recipe(source, overrides=overrides) if str(source).endswith((".yaml", ".yml")) else \
@@ -88,15 +94,22 @@ def evaluate(source, *, weights=None, overrides=(), precision="trained", out=Non
         raise ConvforgeError(f"{source!r} has no recipe to take the val split from; accepted: a recipe or a run "
                              f"folder with its recipe.yaml")
     task = get_task(recipe.task, recipe.head)
-    val, class_names = val_data(recipe)
-    if val is None:
-        raise ConvforgeError(f"{recipe.name}: data.val gives no validation split to evaluate on")
-    model = load_model(model_path, precision)
-    metrics = {f"val_{k}": v for k, v in task.evaluate(task.inference_model(model), val, class_names).items()}
-    out = out or model_path.resolve().parent / "evaluation.json"
-    result = {"weights": str(model_path), "precision": model_precision(model), **metrics}
-    write_text(out, json.dumps(result, indent=1) + "\n")
-    return {**result, "out": str(out)}
+    with filling(out) if out is not None else contextlib.nullcontext() as folder:
+        val, class_names, val_source = val_split(recipe)
+        if val is None:
+            raise ConvforgeError(f"{recipe.name}: data.val gives no validation split to evaluate on")
+        model = load_model(model_path, precision)
+        metrics = task.evaluate(task.inference_model(model), val, class_names, out_dir=folder, source=val_source)
+        head = {"weights": str(model_path), "precision": model_precision(model)}
+        if folder is not None:
+            # Written last: a metrics.json means the evaluation finished, its other files already in place.
+            write_json(os.path.join(folder, "metrics.json"), {**head, **metrics})
+    result = {**head, **{f"val_{k}": v for k, v in metrics.items()}}
+    if folder is not None:
+        return {**result, "out": folder}
+    path = model_path.resolve().parent / "evaluation.json"
+    write_text(path, json.dumps(result, indent=1) + "\n")
+    return {**result, "out": str(path)}
 
 
 def export_run(source, out=None, formats=None, *, calibration=None, with_preprocessing=False, allow_flex=False,

@@ -171,25 +171,34 @@ def draw_filter_responses(image_path, out_path, kernels=("sobel_x", "sobel_y", "
 
 
 def draw_predictions(image, results, out_path):
-    """Draw one image's predictions and write a PNG: each result's box (normalized [ymin, xmin, ymax, xmax]) with
-    its class and probability, or, for results without boxes, the classes as a caption."""
+    """Draw one image's predictions and write a PNG: each result's box (normalized [ymin, xmin, ymax, xmax]) in the
+    image's own pixels with its class and probability, or, for results without boxes, the classes as a caption."""
     import numpy as np
     from PIL import Image, ImageDraw
 
+    from convforge.evaluate.coco import coco_bbox
+
     pixels = np.asarray(image, dtype=np.uint8)
     canvas = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
-    # Small inputs (32-64 px) are enlarged so the labels stay readable.
-    scale = max(1, 256 // max(canvas.size))
-    canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+    # Boxes are drawn on the image as it is, so the PNG's pixels are the ones its boxes describe; a caption alone
+    # on a small input (32-64 px) is enlarged so that it stays readable.
+    if not any("box" in r for r in results):
+        scale = max(1, 256 // max(canvas.size))
+        canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(canvas)
     width, height = canvas.size
     captions = []
     for r in results:
         label = f"{r['class']} {r['probability']:.2f}"
         if "box" in r:
-            y0, x0, y1, x1 = r["box"]
-            draw.rectangle([x0 * width, y0 * height, x1 * width, y1 * height], outline=(255, 40, 40), width=2)
-            draw.text((x0 * width + 3, y0 * height + 2), label, fill=(255, 255, 0))
+            x, y, w, h = coco_bbox(r["box"], width, height)
+            draw.rectangle([x, y, x + w, y + h], outline=(255, 40, 40), width=2)
+            # The label sits inside the box's top-left corner, moved in where it would leave the image.
+            _, _, right, bottom = draw.textbbox((0, 0), label)
+            origin = (min(max(x + 3, 0), max(width - right - 1, 0)), min(max(y + 2, 0), max(height - bottom - 1, 0)))
+            left, top, right, bottom = draw.textbbox(origin, label)
+            draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=(0, 0, 0))
+            draw.text(origin, label, fill=(255, 255, 0))
         else:
             captions.append(label)
     if captions:

@@ -60,6 +60,8 @@ class Records:
     source: str = ""  # e.g. "coco(/data/instances_val.json)", used in messages
     category_ids: list | None = None  # the dataset's own id for each contiguous class id (COCO)
     keypoint_names: list | None = None
+    # The COCO JSON these records are all of (nothing skipped), which evaluation scores against; None otherwise.
+    annotations_file: str | None = None
 
     def __len__(self):
         return len(self.records)
@@ -69,7 +71,8 @@ class Records:
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return dataclasses.replace(self, records=self.records[index])
+            # A part no longer covers its whole annotation file.
+            return dataclasses.replace(self, records=self.records[index], annotations_file=None)
         return self.records[index]
 
     @property

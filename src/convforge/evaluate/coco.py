@@ -3,9 +3,12 @@
 Nothing of the metric is re-implemented here: this module only turns convforge's records and detections into
 COCO's own JSON (boxes [x, y, w, h] in pixels of the original image, the dataset's own category ids) and reads
 COCOeval's summary back under the names users know (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ...).
+`evaluate_detections` is the detection task's evaluation: a detector over the val batches, scored, and its
+results written as COCO's own files (`convforge evaluate --out DIR`).
 """
 import contextlib
 import io
+import os
 
 import numpy as np
 
@@ -78,9 +81,82 @@ def coco_metrics(gt, detections):
         if not detections:
             # loadRes refuses an empty list; no detection scores 0 wherever there is something to find.
             return {name: 0.0 for name in STAT_NAMES}
-        coco_dt = coco_gt.loadRes(list(detections))
+        # loadRes writes area, id and more into each result dict it is given: it gets copies.
+        coco_dt = coco_gt.loadRes([dict(d) for d in detections])
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
+
+
+def evaluate_detections(model, batches, class_names=(), source=None, out_dir=None):
+    """COCO metrics of a detector (outputs boxes, scores, classes, num_detections) over (images, padded
+    targets) batches, with "count" (images), "detections" and, where there is one, "annotations": the COCO
+    ground-truth file they were scored against.
+
+    source: the Records the batches were made from, in order; each detection is then reported with the record's
+    image id, the dataset's category id (`Records.category_ids`) and a box in pixels of the original image, and
+    scored against the source's own COCO file (`Records.annotations_file`), else the ground truth of the records.
+    Without Records (training's evaluation, TFRecord examples, export judging) the padded targets are the
+    ground truth, in pixels of the model input, with images numbered by position. out_dir: given Records,
+    detections.json (COCO results) is written there, and annotations.json when the ground truth had no file;
+    without them there are no original ids and sizes to write results in, so nothing is written.
+    """
+    from convforge.atomic import write_json
+    from convforge.data.records import Records
+
+    records = source if isinstance(source, Records) else None
+    category_ids = records.category_ids if records is not None else None
+    results, padded, index, width, height = [], [], 0, 0, 0
+    for images, targets in batches:
+        height, width = (int(v) for v in images.shape[1:3])
+        out = {k: np.asarray(v) for k, v in model(images, training=False).items()}
+        t = {k: np.asarray(v) for k, v in targets.items()}
+        for b in range(len(out["scores"])):
+            index += 1
+            if records is None:
+                image_id, size = index, (width, height)
+                padded.append((image_id, {k: v[b] for k, v in t.items()}))
+            elif index <= len(records):
+                r = records[index - 1]
+                # The model saw the image stretched to its input size (preprocessing.resize does not letterbox),
+                # so a normalized box is the same fraction of the original image.
+                image_id, size = image_id_of(r, index - 1), (int(r["width"]), int(r["height"]))
+            else:
+                continue  # more images than records: refused below
+            results += detections_to_coco(image_id, *size, out["boxes"][b], out["scores"][b], out["classes"][b],
+                                          category_ids, out["num_detections"][b])
+    if records is not None and index != len(records):
+        raise DataError(f"{records.source or 'the val source'} has {len(records)} images but its pipeline gave "
+                        f"{index}, so detections cannot be matched to their images; expected every image to "
+                        f"decode")
+    annotations = records.annotations_file if records is not None else None
+    if records is None:
+        gt = padded_ground_truth(padded, width, height, class_names)
+    else:
+        gt = annotations or ground_truth(records)
+    metrics = coco_metrics(gt, results)
+    if out_dir is not None and records is not None:
+        if annotations is None:
+            annotations = os.path.join(os.fspath(out_dir), "annotations.json")
+            write_json(annotations, gt, indent=None)
+        write_json(os.path.join(os.fspath(out_dir), "detections.json"), results, indent=None)
+    return {**metrics, "count": index, "detections": len(results),
+            **({"annotations": os.path.abspath(annotations)} if annotations else {})}
+
+
+def padded_ground_truth(padded, width, height, class_names=()):
+    """The COCO ground-truth dict of padded targets [(image_id, {"boxes", "classes", "is_crowd", "valid"})] of
+    width x height model inputs, categories numbered from 0 (named by class_names where given)."""
+    images, annotations = [], []
+    for image_id, t in padded:
+        images.append({"id": image_id, "width": width, "height": height})
+        valid = t["valid"]
+        for box, cls, crowd in zip(t["boxes"][valid], t["classes"][valid], t["is_crowd"][valid]):
+            x, y, w, h = coco_bbox(box, width, height)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls),
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(crowd)})
+    names = list(class_names) or [str(k) for k in range(1 + max([a["category_id"] for a in annotations] or [0]))]
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": k, "name": str(n)} for k, n in enumerate(names)]}

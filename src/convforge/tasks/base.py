@@ -88,8 +88,9 @@ class Task:
         """Return the model to evaluate and export (training-only outputs removed)."""
         return model
 
-    def evaluate(self, model, dataset, class_names, out_dir=None):
-        """Return task metrics over a dataset as {name: float}, writing any plots into out_dir."""
+    def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
+        """Return task metrics over a dataset as {name: float}, writing any plots or result files into out_dir;
+        source: what the dataset was built from (Records, in order), for results in the dataset's own terms."""
         raise NotImplementedError
 
     def score(self, predict, batches, class_names=()):

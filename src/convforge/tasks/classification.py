@@ -72,7 +72,7 @@ class Classification(Task):
         """One (batch, classes) output."""
         return len(model.outputs) == 1 and not isinstance(model.output, dict) and len(model.output.shape) == 2
 
-    def evaluate(self, model, dataset, class_names, out_dir=None):
+    def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
         """Top-1 and top-5 accuracy and the confusion matrix (written as PNG and kept in the result)."""
         import keras
 
@@ -114,6 +114,8 @@ def plot_confusion(confusion, class_names, path):
     """Write a confusion matrix (rows: true class, columns: predicted) as a PNG."""
     from matplotlib.figure import Figure
 
+    from convforge.atomic import replacing
+
     n = confusion.shape[0]
     names = [_name(class_names, i) for i in range(n)]
     fig = Figure(figsize=(1.2 + 0.45 * n, 1.0 + 0.45 * n), dpi=100)
@@ -128,5 +130,6 @@ def plot_confusion(confusion, class_names, path):
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.tight_layout()
-    fig.savefig(path)
+    with replacing(path, "wb") as handle:
+        fig.savefig(handle, format="png")
 

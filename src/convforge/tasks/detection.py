@@ -174,30 +174,12 @@ class Detection(Task):
         """A dict output with boxes, scores, classes and num_detections."""
         return isinstance(model.output, dict) and set(model.output) == set(OUTPUT_KEYS)
 
-    def evaluate(self, model, dataset, class_names, out_dir=None):
-        """COCO AP (pycocotools) of the detections against the padded ground truth, in input pixels."""
-        from convforge.evaluate.coco import coco_bbox, coco_metrics, detections_to_coco
+    def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
+        """COCO AP (pycocotools) of the detections; given the val source's records, in the dataset's own ids and
+        original pixels, written into out_dir as COCO results (evaluate.coco.evaluate_detections)."""
+        from convforge.evaluate.coco import evaluate_detections
 
-        images, annotations, detections = [], [], []
-        for batch_images, targets in dataset:
-            height, width = (int(v) for v in batch_images.shape[1:3])
-            out = {k: np.asarray(v) for k, v in model(batch_images, training=False).items()}
-            t = {k: np.asarray(v) for k, v in targets.items()}
-            for b in range(len(t["boxes"])):
-                image_id = len(images) + 1
-                images.append({"id": image_id, "width": width, "height": height})
-                for box, cls, crowd in zip(t["boxes"][b][t["valid"][b]], t["classes"][b][t["valid"][b]],
-                                           t["is_crowd"][b][t["valid"][b]]):
-                    x, y, w, h = coco_bbox(box, width, height)
-                    annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls),
-                                        "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(crowd)})
-                detections += detections_to_coco(image_id, width, height, out["boxes"][b], out["scores"][b],
-                                                 out["classes"][b], None, out["num_detections"][b])
-        names = list(class_names) or [str(k) for k in range(1 + max([a["category_id"] for a in annotations] or [0]))]
-        gt = {"images": images, "annotations": annotations,
-              "categories": [{"id": k, "name": str(n)} for k, n in enumerate(names)]}
-        metrics = coco_metrics(gt, detections)
-        return {**metrics, "count": len(images), "detections": len(detections)}
+        return evaluate_detections(model, dataset, class_names, source, out_dir)
 
     def describe(self, outputs, class_names, top_k=3):
         """Each detection (score >= 0.25, best first; at least the best one): class, score and box."""

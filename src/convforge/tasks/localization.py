@@ -106,7 +106,7 @@ class Localization(Task):
         """The targets with the moved box (kept even if pushed partly out: the image's class stays)."""
         return {**targets, "box": moved["boxes"][:, 0, :]}
 
-    def evaluate(self, model, dataset, class_names, out_dir=None):
+    def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
         """Class accuracy, mean IoU, and accuracy@IoU>=0.5 (right class and a box overlapping >= 0.5)."""
         from convforge.boxes import box_iou
 

@@ -99,16 +99,24 @@ def representative_images(recipe, count):
 def val_data(recipe):
     """(the val split as evaluation sees it, the class names), building no training pipeline; (None, names)
     when the recipe has no val split."""
+    dataset, class_names, _ = val_split(recipe)
+    return dataset, class_names
+
+
+def val_split(recipe):
+    """val_data's (dataset, class names) and the val source it was built from, in the same order (the records
+    whose ids and original sizes evaluation reports results in); (None, names, None) without a val split."""
     from convforge.data import build_dataset
 
     data = recipe.data
     train_source = open_source(data.train, data.strict)
     class_names = list(getattr(train_source, "class_names", None) or [])
     if data.val is None:
-        return None, class_names
+        return None, class_names, None
     val_source = open_source(data.val, data.strict)
     num_classes = recipe.model.num_classes or len(class_names)
-    return build_dataset(val_source, training=False, cache=False, **_common(recipe, num_classes, False)), class_names
+    dataset = build_dataset(val_source, training=False, cache=False, **_common(recipe, num_classes, False))
+    return dataset, class_names, val_source
 
 
 def datasets_for_recipe(recipe, task, skip_epochs=0):

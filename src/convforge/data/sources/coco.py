@@ -60,7 +60,8 @@ def coco(annotations, images_root, strict=False):
     """Load a COCO instances JSON; categories become contiguous ids 0..K-1 in order of COCO category id.
 
     Each image's `label` is the category of its largest non-crowd object (by box area), or None for images
-    without one. `Records.category_ids[k]` keeps the original COCO id of class k for evaluation. Images whose
+    without one. `Records.category_ids[k]` keeps the original COCO id of class k for evaluation, and
+    `Records.annotations_file` the JSON itself when nothing was skipped. Images whose
     `file_name` is absolute or climbs out of `images_root` (`../`), unreadable images, images whose size
     differs from the JSON, and annotations without a usable bbox are skipped with one warning, or raise
     DataError when `strict`.
@@ -118,5 +119,9 @@ def coco(annotations, images_root, strict=False):
         largest = largest_object(objects)
         records.append({"image_path": path, "image_id": image["id"], "width": size[0], "height": size[1],
                         "label": None if largest is None else largest["category_id"], "objects": objects})
+    # The file is the ground truth to score against only when the records hold all of it, areas included
+    # (COCOeval reads each annotation's area); otherwise evaluation builds it from the records.
+    whole = not skips.items and all("area" in ann for ann in data.get("annotations") or [])
     return skips.finish(records, [c.get("name", str(c["id"])) for c in categories],
-                        category_ids=[c["id"] for c in categories], keypoint_names=keypoint_names)
+                        category_ids=[c["id"] for c in categories], keypoint_names=keypoint_names,
+                        annotations_file=ann_path if whole else None)
