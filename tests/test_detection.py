@@ -89,9 +89,28 @@ def test_mixed_precision_detectors_train_and_export(tmp_path, policy, head):
     losses = model.fit(x, y, epochs=3, verbose=0).history["loss"]
     assert losses[-1] < losses[0]
     result = convforge.export(task.inference_model(model), tmp_path / policy,
-                              formats=["saved_model", "tflite", "onnx"], progress=None, latency_runs=0)
+                              formats=["saved_model", "tflite", "onnx", "tflite_int8"], representative=x,
+                              progress=None, latency_runs=0)
     assert result["card"]["precision"]["trained"] == policy
-    assert all(a["check"]["status"] == "passed" for a in result["card"]["artifacts"])
+    checks = {a["format"]: a["check"] for a in result["card"]["artifacts"]}
+    assert all(checks[f]["status"] == "passed" for f in ("saved_model", "tflite", "onnx")), checks
+    # Full-integer: the backbone and head in int8, NMS's division left in float32, so it runs in LiteRT; the
+    # padding stays padding (validity is NMS's mask, not a filler score that int8 would clamp).
+    from convforge.export import float_ops_under_int8
+    from convforge.export.verify import _tflite_runner
+
+    assert float_ops_under_int8(model) == () and float_ops_under_int8(task.inference_model(model)) == ("DIV",)
+    run, info = _tflite_runner(next((tmp_path / policy).glob("*int8*.tflite")), 1)
+    out = run(x)
+    assert info["input_dtype"] == "int8"
+    count = out["num_detections"].astype(int)
+    assert ((0 <= count) & (count <= 10)).all()
+    for b, n in enumerate(count):
+        assert np.all(np.diff(out["scores"][b, :n]) <= 1e-6) and np.all(out["scores"][b, n:] == 0)
+        assert np.all((0 <= out["classes"][b, :n]) & (out["classes"][b, :n] < 3))
+    with pytest.raises(convforge.errors.ExportError, match="int8_io='int8'"):
+        convforge.export(task.inference_model(model), tmp_path / "uint8", formats=["tflite_int8"],
+                         representative=x, int8_io="uint8", progress=None, latency_runs=0)
     keras.backend.clear_session()
 
 

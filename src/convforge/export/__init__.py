@@ -287,6 +287,12 @@ def _step(fmt, fn):
                           f"converter and runtime can hold") from error
 
 
+def float_ops_under_int8(model):
+    """The TFLite op types a model's layers need kept in float32 under full-integer quantization (each layer's
+    `float_ops_under_int8`, e.g. NMS's division)."""
+    return tuple(sorted({op for layer in model._flatten_layers() for op in getattr(layer, "float_ops_under_int8", ())}))
+
+
 def _produce(fmt, model, names, served_spec, serve, core, staging, calibration, config):
     """Write one artifact into the staging folder and return its path there."""
     path = os.path.join(staging, ARTIFACTS[fmt])
@@ -298,7 +304,7 @@ def _produce(fmt, model, names, served_spec, serve, core, staging, calibration, 
         from convforge.export.tflite import convert_tflite
 
         data = _step(fmt, lambda: convert_tflite(core, fmt, calibration, config.allow_flex,
-                                                         config.int8_io))
+                                                         config.int8_io, float_ops_under_int8(model)))
     else:
         from convforge.export.onnx import convert_onnx
 

@@ -34,8 +34,11 @@ def _representative_gen(images):
     return gen
 
 
-def convert_tflite(saved_model_dir, fmt, representative=None, allow_flex=False, int8_io="int8"):
-    """Return the bytes of `fmt` (a key of TFLITE_FORMATS) converted from a SavedModel's serving_default."""
+def convert_tflite(saved_model_dir, fmt, representative=None, allow_flex=False, int8_io="int8", float_ops=()):
+    """Return the bytes of `fmt` (a key of TFLITE_FORMATS) converted from a SavedModel's serving_default.
+
+    float_ops: TFLite op names (e.g. "DIV") that full-integer quantization must leave in float32, for ops whose
+    int8 kernels cannot run the model's values (NMS divides by IoU unions that int8 rounds to zero)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
@@ -56,10 +59,26 @@ def convert_tflite(saved_model_dir, fmt, representative=None, allow_flex=False, 
         converter.representative_dataset = _representative_gen(representative)
         converter.inference_input_type = getattr(tf, int8_io)
         converter.inference_output_type = getattr(tf, int8_io)
+    if fmt == "tflite_int8" and float_ops and int8_io != "int8":
+        raise ExportError(f"tflite_int8 keeps {', '.join(float_ops)} in float32 for this model, and that quantizer "
+                          f"gives int8 input and outputs only; accepted: int8_io='int8'")
     try:
+        if fmt == "tflite_int8" and float_ops:
+            return _quantize_except(converter, representative, float_ops)
         return converter.convert()
     except Exception as error:  # the converter raises ConverterError, RuntimeError or ValueError
         raise _conversion_error(fmt, str(error), allow_flex) from None
+
+
+def _quantize_except(converter, representative, float_ops):
+    """Full-integer quantization leaving the named op types in float32 (dequantized around them): TFLite's
+    selective quantization, run through its QuantizationDebugger as the converter offers no other entry."""
+    import tensorflow as tf
+
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops), fully_quantize=True)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=_representative_gen(representative), debug_options=options)
+    return debugger.get_nondebug_quantized_model()
 
 
 def _conversion_error(fmt, message, allow_flex):

@@ -14,6 +14,9 @@ class NonMaxSuppression(keras.layers.Layer):
     "num_detections" (B,) int32}, padded to N = max_detections with zeros, best first."""
 
     receptive_field_passthrough = True
+    # Full-integer TFLite keeps these ops in float32: IoU's division by an int8-rounded union meets a zero divisor,
+    # which LiteRT's int8 DIV refuses at run time, and box overlaps need more than 8 bits anyway.
+    float_ops_under_int8 = ("DIV",)
 
     def __init__(self, max_detections=100, iou_threshold=0.5, score_threshold=0.05, **kwargs):
         super().__init__(**kwargs)
@@ -41,10 +44,11 @@ class NonMaxSuppression(keras.layers.Layer):
         kept_scores = tf.where(kept, tf.gather(per_class_scores, index, batch_dims=1), -1.0)
         kept_boxes = tf.gather(per_class_boxes, index, batch_dims=1)
         kept_classes = tf.broadcast_to(tf.range(classes)[:, None], [classes, keep])
-        # The best `keep` of every class's survivors, per image.
+        # The best `keep` of every class's survivors, per image. Validity travels as the mask itself, not as a
+        # comparison with the -1 filler: full-integer quantization clamps -1 into the scores' range.
         flat_scores = tf.reshape(kept_scores, [batch, classes * keep])
         top_scores, top = tf.math.top_k(flat_scores, k=keep)
-        valid = top_scores > -1.0
+        valid = tf.gather(tf.reshape(kept, [batch, classes * keep]), top, batch_dims=1)
         out_boxes = tf.gather(tf.reshape(kept_boxes, [batch, classes * keep, 4]), top, batch_dims=1)
         out_classes = tf.gather(tf.reshape(kept_classes, [classes * keep]), top)
         return {"boxes": tf.where(valid[..., None], out_boxes, 0.0),
