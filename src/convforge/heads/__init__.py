@@ -3,4 +3,4 @@
 Importing this package registers every head's custom Keras objects (layers, losses, metrics), so a saved model
 that uses them loads in a fresh process.
 """
-from convforge.heads import classification, localization, single_shot, yolo  # noqa: F401
+from convforge.heads import classification, localization, single_shot, two_stage, yolo  # noqa: F401

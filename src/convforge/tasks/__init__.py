@@ -88,9 +88,14 @@ def __getattr__(name):
 
 
 def build_model(name, task="classification", num_classes=None, input_shape=None, head=None, **options):
-    """Build the keras.Model of architecture `name` for `task`; `head`: the task's head options (a dict)."""
+    """Build the keras.Model of architecture `name` for `task`; `head`: the task's head options (a dict), or a head's
+    name (head="faster_rcnn" means {"name": "faster_rcnn"}), whose options may then come as keywords too; the other
+    keyword options are the backbone's."""
     from convforge.registry import get_spec, require_levels
 
+    if isinstance(head, str):
+        fields = set(task_class(task).options_class({"name": head}).model_fields) - {"name"}
+        head = {"name": head, **{k: options.pop(k) for k in list(options) if k in fields}}
     task_obj = get_task(task, head)
     spec = get_spec(name)
     dtype = options.pop("dtype", None)

@@ -9,7 +9,7 @@ decoding and NMS: {"boxes" (B, N, 4) normalized yxyx, "scores" (B, N), "classes"
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from convforge.tasks import register_task
 from convforge.tasks.base import Parser, Task
@@ -33,8 +33,9 @@ class DetectionOptions(BaseModel):
     """The `head:` settings every detector shares; each head's own class adds its anchors and loss settings."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Literal["ssd", "yolo"] = Field("ssd", description="the detector: ssd (anchors on several levels, "
-                                                            "multibox loss) or yolo (grid cells, objectness)")
+    name: Literal["ssd", "yolo", "faster_rcnn"] = Field(
+        "ssd", description="the detector: ssd (anchors on several levels, multibox loss), yolo (grid cells, "
+                           "objectness) or faster_rcnn (two stages: region proposals, then RoIAlign and a box head)")
     levels: list[_LEVELS] = Field(default_factory=lambda: ["C3", "C4", "C5"], min_length=1,
                                   description="backbone levels the head reads")
     channels: int = Field(64, ge=1, description="width of the head's two 3x3 convs per level")
@@ -73,8 +74,46 @@ class YoloOptions(DetectionOptions):
     focal_gamma: float = Field(0.0, ge=0, description="focal loss on objectness when > 0 (1.5-2 is usual)")
 
 
-# name -> (the head's module: build, loss, outputs; its options)
-HEADS = {"ssd": ("convforge.heads.single_shot", SSDOptions), "yolo": ("convforge.heads.yolo", YoloOptions)}
+class FasterRCNNOptions(DetectionOptions):
+    """Faster R-CNN: a region proposal network on the levels (with an optional feature pyramid), then RoIAlign and a
+    box head per proposal (heads/two_stage.py); anchors suit small images (16-64 px at stride 16)."""
+
+    name: Literal["faster_rcnn"] = "faster_rcnn"
+    levels: list[_LEVELS] = Field(default_factory=lambda: ["C4"], min_length=1,
+                                  description="backbone levels the RPN and RoIAlign read; several need fpn: true")
+    fpn: bool = Field(False, description="a feature pyramid (FPN) over the levels; each proposal is cropped from "
+                                         "the level whose anchors fit its size")
+    channels: int = Field(64, ge=1, description="width of the RPN's 3x3 conv (and of the pyramid's levels)")
+    anchor_size: float = Field(2.0, gt=0, description="anchor side at scale 1, in strides of its level")
+    anchor_scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1)
+    rpn_positive_iou: float = Field(0.7, gt=0, le=1, description="IoU from which an anchor is an object to the RPN")
+    rpn_negative_iou: float = Field(0.3, gt=0, le=1, description="IoU under which an anchor is background to the RPN")
+    rpn_samples: int = Field(256, ge=1, description="anchors per image in the RPN loss")
+    rpn_positive_fraction: float = Field(0.5, gt=0, le=1, description="the most of rpn_samples that are objects")
+    pre_nms_proposals: int = Field(600, ge=1, description="best-scored RPN boxes per image that NMS looks at")
+    proposal_nms_iou: float = Field(0.7, gt=0, le=1, description="IoU over which proposal NMS drops a box")
+    train_proposals: int = Field(128, ge=1, description="proposals per image while training (the box head sees "
+                                                        "all of them; the loss samples roi_samples)")
+    proposals: int = Field(100, ge=1, description="proposals per image at inference")
+    roi_positive_iou: float = Field(0.5, gt=0, le=1, description="IoU from which a proposal learns an object's "
+                                                                 "class and box (below it: background)")
+    roi_samples: int = Field(128, ge=1, description="proposals per image in the box head's loss")
+    roi_positive_fraction: float = Field(0.25, gt=0, le=1, description="the most of roi_samples that are objects")
+    pool_size: int = Field(7, ge=1, description="RoIAlign's output bins per side")
+    sampling_ratio: int = Field(2, ge=1, description="RoIAlign's bilinear samples per bin side")
+    fc_units: int = Field(256, ge=1, description="width of the box head's two fully connected layers")
+
+    @model_validator(mode="after")
+    def _one_level_without_fpn(self):
+        if not self.fpn and len(self.levels) != 1:
+            raise ValueError(f"faster_rcnn reads one level without a feature pyramid, got levels {self.levels}; "
+                             f"accepted: one level (e.g. [C4]) or fpn: true")
+        return self
+
+
+# name -> (the head's module: build, loss, outputs and optionally metrics; its options)
+HEADS = {"ssd": ("convforge.heads.single_shot", SSDOptions), "yolo": ("convforge.heads.yolo", YoloOptions),
+         "faster_rcnn": ("convforge.heads.two_stage", FasterRCNNOptions)}
 
 
 def _head_module(name):
@@ -134,9 +173,13 @@ class Detection(Task):
         return keras.Model(backbone.input, raw, name=f"{architecture}_{self.options.name}")
 
     def compile_args(self, model, label_smoothing=0.0, one_hot=False, aux_loss_weight=0.3):
-        """The head's loss over the model's anchors."""
+        """The head's loss over the model's anchors (and the metrics of a head module that has `metrics`)."""
         spec = self.spec_of(model)
-        return dict(loss=_head_module(self.options.name).loss(spec, spec["num_classes"], self.options))
+        head = _head_module(self.options.name)
+        args = dict(loss=head.loss(spec, spec["num_classes"], self.options))
+        if hasattr(head, "metrics"):
+            args["metrics"] = head.metrics(spec, spec["num_classes"], self.options)
+        return args
 
     def adapt_targets(self, model, targets):
         """Pack the padded objects as the loss reads them: (B, M, 6) [box, class, valid and not crowd]."""
