@@ -11,7 +11,7 @@ from keras import layers, ops
 
 from convforge import boxes
 from convforge.layers.anchors import anchor_spec, anchors_of, anchors_per_cell  # noqa: F401  (re-exported)
-from convforge.layers.detections import RawDetections
+from convforge.layers.detections import BoxDecoder, RawDetections
 from convforge.layers.nms import NonMaxSuppression
 
 HEAD = "ssd"
@@ -91,29 +91,18 @@ def _smooth_l1(x):
 
 
 @keras.saving.register_keras_serializable(package="convforge")
-class DecodeDetections(keras.layers.Layer):
+class DecodeDetections(BoxDecoder):
     """Raw predictions (B, A, 4 + K + 1) -> (boxes (B, A, 4) decoded from the anchors and clipped to the image,
     class probabilities (B, A, K) without the background)."""
 
-    receptive_field_passthrough = True
-
     def __init__(self, spec, **kwargs):
-        super().__init__(**kwargs)
-        self.spec = spec
+        super().__init__(spec, **kwargs)
         self.anchors = anchors_of(spec)
 
     def call(self, raw):
         raw = ops.cast(raw, "float32")
         decoded = ops.clip(boxes.decode(self.anchors, raw[..., :4]), 0.0, 1.0)
         return decoded, ops.softmax(raw[..., 4:], axis=-1)[..., 1:]
-
-    def compute_output_spec(self, raw):
-        batch, count, width = raw.shape
-        return (keras.KerasTensor((batch, count, 4), "float32"),
-                keras.KerasTensor((batch, count, width - 5), "float32"))
-
-    def get_config(self):
-        return {**super().get_config(), "spec": self.spec}
 
 
 def detector_outputs(raw, spec, max_detections=100, iou_threshold=0.5, score_threshold=0.05):

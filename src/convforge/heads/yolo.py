@@ -18,7 +18,7 @@ from keras import layers, ops
 
 from convforge import boxes
 from convforge.layers.anchors import anchor_strides, anchors_of, anchors_per_cell
-from convforge.layers.detections import RawDetections
+from convforge.layers.detections import BoxDecoder, RawDetections
 from convforge.layers.nms import NonMaxSuppression
 
 HEAD = "yolo"
@@ -137,29 +137,18 @@ class YoloLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="convforge")
-class DecodeYolo(keras.layers.Layer):
+class DecodeYolo(BoxDecoder):
     """Raw predictions (B, A, 5 + K) -> (boxes (B, A, 4) clipped to the image, scores (B, A, K) =
     sigmoid(objectness) * sigmoid(class))."""
 
-    receptive_field_passthrough = True
-
     def __init__(self, spec, **kwargs):
-        super().__init__(**kwargs)
-        self.spec = spec
+        super().__init__(spec, **kwargs)
         self.anchors, self.strides = anchors_of(spec), anchor_strides(spec)
 
     def call(self, raw):
         raw = ops.cast(raw, "float32")
         decoded = ops.clip(decode(self.anchors, self.strides, raw), 0.0, 1.0)
         return decoded, ops.sigmoid(raw[..., 4:5]) * ops.sigmoid(raw[..., 5:])
-
-    def compute_output_spec(self, raw):
-        batch, count, width = raw.shape
-        return (keras.KerasTensor((batch, count, 4), "float32"),
-                keras.KerasTensor((batch, count, width - 5), "float32"))
-
-    def get_config(self):
-        return {**super().get_config(), "spec": self.spec}
 
 
 # The head interface tasks/detection.py calls (every detector module has these three).

@@ -39,3 +39,22 @@ def raw_detections_layer(model):
         if isinstance(layer, RawDetections):
             return layer
     return None
+
+
+class BoxDecoder(keras.layers.Layer):
+    """Base of the layers that turn a head's raw predictions (B, A, 5 + K) into (boxes (B, A, 4) normalized yxyx,
+    per-class scores (B, A, K)) for NMS; a subclass implements `call` from its `spec` (saved in its config)."""
+
+    receptive_field_passthrough = True
+
+    def __init__(self, spec, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def compute_output_spec(self, raw):
+        batch, count, width = raw.shape
+        return (keras.KerasTensor((batch, count, 4), "float32"),
+                keras.KerasTensor((batch, count, width - 5), "float32"))
+
+    def get_config(self):
+        return {**super().get_config(), "spec": self.spec}
