@@ -34,6 +34,8 @@ setup(
         "matplotlib~=3.8",
         "scikit-learn~=1.9",
         "pycocotools~=2.0",
+        # R-CNN's selective search starts from Felzenszwalb's segmentation (skimage.segmentation.felzenszwalb).
+        "scikit-image~=0.26",
         "tensorboard~=2.21",
         # Export and its verification (convforge.export). tf2onnx 1.17.0 declares only lower bounds
         # (numpy>=1.23.5, protobuf>=3.20, onnx>=1.14), so it installs beside TF 2.21's numpy 2.x / protobuf 7

@@ -8,6 +8,7 @@ import json
 
 from convforge.recipes import load_recipe
 from convforge.registry import get_spec
+from convforge.tasks import task_class
 
 SMALL = {
     "resnet": dict(depths=(1, 1, 1, 1), widths=(16, 32, 64, 128)),
@@ -32,9 +33,12 @@ def tiny(recipe_path, shapes_dir=None, epochs=1, steps=2, small_model=False):
     recipe = load_recipe(recipe_path)
     sets = [f"train.epochs={epochs}", f"train.steps_per_epoch={steps}", "data.batch_size=16"]
     if small_model:
-        shrink = SMALL.get(get_spec(recipe.model.architecture).family, {})
+        spec = get_spec(recipe.model.architecture)
+        shrink = SMALL.get(spec.family, {})
+        # A task without the classification top (detection on AlexNet) refuses the top's options (fc_units).
+        uses_top = task_class(recipe.task).uses_classification_top
         sets += [f"model.options.{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in shrink.items()
-                 if k not in recipe.model.options]
+                 if k not in recipe.model.options and (uses_top or k in spec.backbone_option_names)]
     if recipe.train.schedule.name == "cosine":
         sets.append("train.schedule.warmup_epochs=0")
     if recipe.data.train.source == "shapes":

@@ -104,10 +104,23 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
     return export_with(model, out_dir, config)
 
 
+def refuse_unexportable(model):
+    """Raise ExportError when a layer of the model says it cannot live in a graph artifact (its `export_refusal`,
+    e.g. a Python callback: the artifact would pass verification in this process and fail in any other)."""
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", ()))
+        reason = getattr(layer, "export_refusal", None)
+        if reason:
+            raise ExportError(f"{model.name} cannot be exported: layer {layer.name!r} {reason}")
+
+
 def export_with(model, out_dir, config):
     """`export` with its options as one ExportConfig."""
     say = config.say
     shape = input_spec(model)
+    refuse_unexportable(model)
     # Artifacts hold float32 graphs whatever the model was trained in: bf16/fp16 ops are neither TFLite
     # builtins nor fast on most targets. The copy is the reference every artifact is verified against.
     trained, trained_precision = model, model_precision(model)

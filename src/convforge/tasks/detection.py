@@ -33,9 +33,11 @@ class DetectionOptions(BaseModel):
     """The `head:` settings every detector shares; each head's own class adds its anchors and loss settings."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Literal["ssd", "yolo", "faster_rcnn"] = Field(
+    name: Literal["ssd", "yolo", "faster_rcnn", "overfeat", "rcnn"] = Field(
         "ssd", description="the detector: ssd (anchors on several levels, multibox loss), yolo (grid cells, "
-                           "objectness) or faster_rcnn (two stages: region proposals, then RoIAlign and a box head)")
+                           "objectness), faster_rcnn (two stages: region proposals, then RoIAlign and a box head), "
+                           "overfeat (a window classifier slid over an image pyramid) or rcnn (selective-search "
+                           "proposals, each warped and classified by a CNN)")
     levels: list[_LEVELS] = Field(default_factory=lambda: ["C3", "C4", "C5"], min_length=1,
                                   description="backbone levels the head reads")
     channels: int = Field(64, ge=1, description="width of the head's two 3x3 convs per level")
@@ -111,9 +113,55 @@ class FasterRCNNOptions(DetectionOptions):
         return self
 
 
+class OverFeatOptions(DetectionOptions):
+    """OverFeat: a window classifier (the backbone's trunk, then fully connected layers as convolutions) slid over
+    an image pyramid in one pass per scale, trained densely on every window (heads/overfeat.py); the backbone
+    must not pad (e.g. alexnet_original with padding 0), so each position is exactly its window's crop."""
+
+    name: Literal["overfeat"] = "overfeat"
+    levels: list[_LEVELS] = Field(default_factory=lambda: ["C5"], min_length=1, max_length=1,
+                                  description="the level the fully connected layers read (the trunk's end)")
+    window: int = Field(32, ge=8, description="side in pixels of the window the classifier reads; windows step "
+                                              "by the backbone's stride")
+    scales: list[float] = Field(default_factory=lambda: [0.5, 0.71, 1.0, 1.41, 2.0], min_length=1,
+                                description="the image pyramid: the input resized by each factor (to whole "
+                                            "window steps)")
+    fc_units: int = Field(128, ge=1, description="width of the two fully connected layers")
+    positive_iou: float = Field(0.5, gt=0, le=1, description="IoU from which a window learns an object")
+    negative_iou: float = Field(0.4, gt=0, le=1, description="IoU under which a window is background; between "
+                                                              "the two it is ignored")
+    negative_ratio: float = Field(3.0, gt=0, description="hard negative windows kept per positive one")
+
+
+class RCNNOptions(DetectionOptions):
+    """R-CNN: selective-search proposals (Felzenszwalb segments grouped bottom-up, computed in NumPy), each warped
+    to crop_size and classified by the backbone's trunk and fully connected layers, with class-specific box
+    deltas (heads/rcnn.py). The model runs in TensorFlow only (its proposals are Python)."""
+
+    name: Literal["rcnn"] = "rcnn"
+    levels: list[_LEVELS] = Field(default_factory=lambda: ["C5"], min_length=1, max_length=1,
+                                  description="the level the fully connected layers read (the trunk's end)")
+    crop_size: int = Field(32, ge=8, description="side in pixels every proposal is warped to")
+    context: int = Field(4, ge=0, description="pixels of the warped crop around the proposal on each side "
+                                              "(the paper's 16 of 227)")
+    proposals: int = Field(100, ge=1, description="the most proposals per image (selective search's best)")
+    segment_scales: list[float] = Field(default_factory=lambda: [100.0, 300.0], min_length=1,
+                                        description="Felzenszwalb's scale per over-segmentation (each its own "
+                                                    "grouping hierarchy)")
+    min_segment: int = Field(20, ge=1, description="the smallest segment in pixels")
+    fc_units: int = Field(128, ge=1, description="width of the two fully connected layers")
+    positive_iou: float = Field(0.5, gt=0, le=1, description="IoU from which a proposal learns an object's class")
+    negative_iou: float = Field(0.5, gt=0, le=1, description="IoU under which a proposal is background; between "
+                                                              "the two it is ignored")
+    regress_iou: float = Field(0.6, gt=0, le=1, description="IoU from which a proposal learns its object's box")
+    negative_ratio: float = Field(3.0, gt=0, description="background proposals weigh at most this many times "
+                                                         "the positive ones in each image")
+
+
 # name -> (the head's module: build, loss, outputs and optionally metrics; its options)
 HEADS = {"ssd": ("convforge.heads.single_shot", SSDOptions), "yolo": ("convforge.heads.yolo", YoloOptions),
-         "faster_rcnn": ("convforge.heads.two_stage", FasterRCNNOptions)}
+         "faster_rcnn": ("convforge.heads.two_stage", FasterRCNNOptions),
+         "overfeat": ("convforge.heads.overfeat", OverFeatOptions), "rcnn": ("convforge.heads.rcnn", RCNNOptions)}
 
 
 def _head_module(name):
