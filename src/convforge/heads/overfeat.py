@@ -29,7 +29,7 @@ from keras import layers, ops
 
 from convforge import boxes
 from convforge.errors import ModelError
-from convforge.layers.detections import RawDetections, raw_detections_layer
+from convforge.layers.detections import BoxDecoder, RawDetections, raw_detections_layer
 from convforge.layers.nms import NonMaxSuppression
 
 HEAD = "overfeat"
@@ -198,15 +198,12 @@ class WindowLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="convforge")
-class DecodeWindows(keras.layers.Layer):
+class DecodeWindows(BoxDecoder):
     """Raw predictions (B, A, 4 + K + 1) -> (boxes (B, A, 4) decoded from the windows and clipped to the image,
     class probabilities (B, A, K) without the background)."""
 
-    receptive_field_passthrough = True
-
     def __init__(self, spec, **kwargs):
-        super().__init__(**kwargs)
-        self.spec = spec
+        super().__init__(spec, **kwargs)
         self.windows = windows_of(spec)
 
     def call(self, raw):
@@ -215,14 +212,6 @@ class DecodeWindows(keras.layers.Layer):
         deltas = ops.concatenate([raw[..., :2], ops.minimum(raw[..., 2:4], _MAX_LOG_SCALE / boxes.VARIANCES[2])], -1)
         decoded = ops.clip(boxes.decode(self.windows, deltas), 0.0, 1.0)
         return decoded, ops.softmax(raw[..., 4:], axis=-1)[..., 1:]
-
-    def compute_output_spec(self, raw):
-        batch, count, width = raw.shape
-        return (keras.KerasTensor((batch, count, 4), "float32"),
-                keras.KerasTensor((batch, count, width - 5), "float32"))
-
-    def get_config(self):
-        return {**super().get_config(), "spec": self.spec}
 
 
 # ---- the classifier it slides, and the loop it replaces -------------------------------------------------------
