@@ -137,6 +137,15 @@ def test_selective_search_covers_the_objects(shapes):
     assert not np.asarray(boxes[0, count:]).any()
 
 
+def test_selective_search_finds_a_flat_square_exactly_in_gray_and_colour():
+    image = np.zeros((48, 48, 1), "float32")
+    image[10:30, 5:25] = 1.0
+    image += np.random.default_rng(0).normal(0, 0.05, image.shape).astype("float32")
+    for pixels in (image, image[..., 0], np.repeat(image, 3, axis=-1)):
+        found = selective_search(pixels) * 48
+        assert np.abs(found - [10, 5, 30, 25]).max(axis=1).min() < 0.5, found
+
+
 def test_warped_crops_follow_the_box_edges():
     """The whole image's box warps to the image resized (pixel centres aligned); context grows the box."""
     import tensorflow as tf

@@ -49,8 +49,9 @@ def selective_search(image, scales=(100.0, 300.0), sigma=0.8, min_size=20, max_p
     height, width = image.shape[:2]
     candidates, depths = [], []
     for scale in scales:
-        labels = felzenszwalb(image, scale=float(scale), sigma=sigma, min_size=int(min_size),
-                              channel_axis=-1 if image.shape[-1] > 1 else None)
+        gray = image.shape[-1] == 1
+        labels = felzenszwalb(image[..., 0] if gray else image, scale=float(scale), sigma=sigma,
+                              min_size=int(min_size), channel_axis=None if gray else -1)
         boxes, depth = _hierarchy(image, labels)
         candidates.append(boxes)
         depths.append(depth)
