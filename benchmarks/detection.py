@@ -1,0 +1,146 @@
+"""The detectors side by side: for each shipped recipe in recipes/detection/, its newest trained run's COCO AP,
+training time, the model's size and MACs, and batch-1 latency per image in Keras and in LiteRT (fp32 and int8).
+
+Runs are trained first where a recipe has none (`--train`; up to 15 minutes each on 2 cores). Writes
+benchmarks/results/detection.json and detection.md (the README's table). Run: make bench, or
+    python benchmarks/detection.py [--train] [RECIPE ...]
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+OUT = pathlib.Path(__file__).parent / "results"
+RUNS, WARMUP = 30, 3
+
+
+def _first_line(error):
+    """An exception as one short line for a table cell."""
+    text = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return f"{type(error).__name__}: {text[:160]}"
+
+
+def measure(recipe_path, train=False):
+    """One detector's row: its run's metrics and training time, params, MACs and per-image latencies."""
+    import keras
+    import numpy as np
+
+    import convforge
+    from convforge import convmath
+    from convforge.bench.export_speed import keras_runner, summarize, time_rounds
+    from convforge.export.verify import runner
+    from convforge.modelfile import load_model
+    from convforge.recipes import load_recipe
+    from convforge.tasks import get_task
+    from convforge.train.datasets import representative_images, val_data
+    from convforge.train.trainer import latest_run_dir
+
+    recipe = load_recipe(recipe_path)
+    task = get_task(recipe.task, recipe.head)
+    row = {"recipe": recipe_path.name, "head": recipe.head["name"], "backbone": recipe.model.architecture,
+           "input": "x".join(map(str, recipe.model.input_shape)), "error": None}
+    run = latest_run_dir(recipe.name)
+    if (run is None or not (run / "model.keras").exists()) and train:
+        print(f"{recipe.name}: training (no run yet)", flush=True)
+        run = pathlib.Path(convforge.train(recipe, verbose=0)["run_dir"])
+    if run is None or not (run / "model.keras").exists():
+        row["error"] = f"no trained run: convforge train {recipe_path.relative_to(ROOT)}"
+        return row
+    metrics = json.loads((run / "metrics.json").read_text())
+    row.update(run=str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
+               AP=metrics.get("val_AP"), AP50=metrics.get("val_AP50"), train_seconds=metrics.get("seconds"),
+               epochs=metrics.get("epochs_completed"), precision=metrics.get("precision"))
+    model = load_model(run / "model.keras")
+    counts = convmath.count_params(model)
+    row["params"] = counts["total"]
+    try:
+        row["macs"] = int(convmath.count_macs(model))
+    except Exception as error:  # a layer the MAC walker cannot follow leaves the cell empty, with the reason
+        row["macs_note"] = _first_line(error)
+    val, _ = val_data(recipe)
+    image = next(iter(val))[0].numpy()[:1].astype("float32")
+    calls, names = [], []
+    keras_run, _ = keras_runner(model)
+    calls.append((keras_run, image))
+    names.append("keras")
+    with tempfile.TemporaryDirectory(prefix="convforge-detection-bench-") as tmp:
+        for fmt in ("tflite", "tflite_int8"):
+            try:
+                rep = representative_images(recipe, 64) if fmt == "tflite_int8" else None
+                paths = convforge.export(model, pathlib.Path(tmp) / fmt, formats=[fmt], representative=rep,
+                                         verify=False, progress=None)["paths"]
+                run_fn, _ = runner(fmt, paths[fmt], 1)
+                run_fn(image)
+                calls.append((run_fn, image))
+                names.append(fmt)
+            except Exception as error:
+                row[f"{fmt}_note"] = _first_line(error)
+        times = time_rounds(calls, runs=RUNS, warmup=WARMUP, max_seconds=20.0)
+    for name, t in zip(names, times):
+        row[f"{name}_ms"] = summarize(t)["median"]
+    keras.backend.clear_session()
+    return row
+
+
+def _cell(value, fmt="{}"):
+    """A table cell: the formatted value, or a dash when it is missing."""
+    return "–" if value is None else fmt.format(value)
+
+
+def render(result):
+    """The Markdown table of the rows, with the machine under it."""
+    lines = ["| detector | backbone, input | params | GMACs | AP | AP50 | train s (epochs) | Keras ms | "
+             "TFLite fp32 ms | TFLite int8 ms |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['head']} | {r['backbone']}, {r['input']} | {r['error']} |||||||| ")
+            continue
+        lines.append(
+            f"| {r['head']} | {r['backbone']}, {r['input']} | {r['params']:,} | "
+            f"{_cell(r.get('macs') and r['macs'] / 1e9, '{:.3g}')} | {_cell(r['AP'], '{:.3f}')} | "
+            f"{_cell(r['AP50'], '{:.3f}')} | {_cell(r['train_seconds'], '{:.0f}')} ({r['epochs']}) | "
+            f"{_cell(r.get('keras_ms'), '{:.2f}')} | {_cell(r.get('tflite_ms'), '{:.2f}')} | "
+            f"{_cell(r.get('tflite_int8_ms'), '{:.2f}')} |")
+    notes = [f"- {r['head']}: {k.replace('_note', '')}: {v}" for r in result["rows"] for k, v in r.items()
+             if k.endswith("_note")]
+    machine = result["machine"]
+    lines += ["", f"COCO AP and AP50 on each recipe's 800 val images (pycocotools), from its newest run; latency is the "
+              f"median batch-1 call of the saved inference model (decoding and NMS included), 1 runtime thread for "
+              f"LiteRT, measured in turns. {machine['description']}; 1-minute load average "
+              f"{machine['load_average']} when it began (the machine may be shared)."]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def main(argv=None):
+    """Measure every shipped detection recipe (or those named) and write the JSON and Markdown tables."""
+    from convforge.bench.compare import _machine
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="*", help="detection recipes (default: recipes/detection/*.yaml)")
+    parser.add_argument("--train", action="store_true", help="train recipes that have no run yet")
+    args = parser.parse_args(argv)
+    paths = [pathlib.Path(p).resolve() for p in args.recipes] or sorted((ROOT / "recipes" / "detection").glob("*.yaml"))
+    machine = _machine()
+    rows = []
+    for i, path in enumerate(paths, 1):
+        try:
+            row = measure(path, args.train)
+        except Exception as error:  # one detector's failure is its row's, not the table's
+            row = {"recipe": path.name, "head": path.stem, "backbone": "", "input": "", "error": _first_line(error)}
+        rows.append(row)
+        print(f"[{i}/{len(paths)}] {json.dumps(row)}", flush=True)
+    result = {"machine": machine, "rows": rows}
+    OUT.mkdir(exist_ok=True)
+    (OUT / "detection.json").write_text(json.dumps(result, indent=1) + "\n")
+    (OUT / "detection.md").write_text(render(result))
+    print(f"wrote {OUT / 'detection.md'}")
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)  # recipes name their data and run folders relative to the project root
+    main(sys.argv[1:])
