@@ -28,7 +28,6 @@ def _first_line(error):
 def measure(recipe_path, train=False):
     """One detector's row: its run's metrics and training time, params, MACs and per-image latencies."""
     import keras
-    import numpy as np
 
     import convforge
     from convforge import convmath
@@ -36,12 +35,10 @@ def measure(recipe_path, train=False):
     from convforge.export.verify import runner
     from convforge.modelfile import load_model
     from convforge.recipes import load_recipe
-    from convforge.tasks import get_task
     from convforge.train.datasets import representative_images, val_data
     from convforge.train.trainer import latest_run_dir
 
     recipe = load_recipe(recipe_path)
-    task = get_task(recipe.task, recipe.head)
     row = {"recipe": recipe_path.name, "head": recipe.head["name"], "backbone": recipe.model.architecture,
            "input": "x".join(map(str, recipe.model.input_shape)), "error": None}
     run = latest_run_dir(recipe.name)
