@@ -78,6 +78,13 @@ def match(anchors, boxes, valid, positive_iou=0.5, negative_iou=0.4):
     return index, ops.cast(ops.where(no_box, 0, label), "int32")
 
 
+def smooth_l1(x, beta=1.0):
+    """Fast R-CNN's smooth L1 (Huber with its transition at beta), elementwise: the box loss of every head that
+    regresses deltas."""
+    absolute = ops.abs(x)
+    return ops.where(absolute < beta, 0.5 * x * x / beta, absolute - 0.5 * beta)
+
+
 def _intersection(a, b):
     """Area shared by matching boxes."""
     h = ops.maximum(ops.minimum(a[..., 2], b[..., 2]) - ops.maximum(a[..., 0], b[..., 0]), 0.0)

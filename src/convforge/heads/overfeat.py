@@ -30,6 +30,7 @@ from keras import layers, ops
 from convforge import boxes
 from convforge.errors import ModelError
 from convforge.layers.detections import BoxDecoder, RawDetections, raw_detections_layer
+from convforge.heads.single_shot import MultiboxLoss
 from convforge.layers.nms import NonMaxSuppression
 
 HEAD = "overfeat"
@@ -151,50 +152,21 @@ def windows_of(spec):
     return np.concatenate(out).astype(np.float32)
 
 
-def _smooth_l1(x):
-    """Huber loss with delta 1, elementwise."""
-    absolute = ops.abs(x)
-    return ops.where(absolute < 1.0, 0.5 * x * x, absolute - 0.5)
-
 
 @keras.saving.register_keras_serializable(package="convforge")
-class WindowLoss(keras.losses.Loss):
-    """The dense window loss on raw predictions against padded ground truth y_true (B, M, 6) [box, class,
-    valid]: windows matched to objects (boxes.match), cross-entropy of positives and the hardest
-    negative_ratio negatives per positive, smooth L1 of positives' deltas; over the positive count."""
+class WindowLoss(MultiboxLoss):
+    """The dense window loss: SSD's multibox loss (matching, hard negatives, smooth L1 on deltas) with the
+    pyramid's windows as its priors."""
 
     def __init__(self, spec, num_classes, positive_iou=0.5, negative_iou=0.4, negative_ratio=3.0, box_weight=1.0,
                  name="overfeat", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.spec, self.num_classes = spec, int(num_classes)
-        self.positive_iou, self.negative_iou = float(positive_iou), float(negative_iou)
-        self.negative_ratio, self.box_weight = float(negative_ratio), float(box_weight)
-        self.windows = windows_of(spec)
+        super().__init__(spec, num_classes, positive_iou, negative_iou, negative_ratio, box_weight, name=name,
+                         **kwargs)
 
-    def call(self, y_true, y_pred):
-        y_pred = ops.cast(y_pred, "float32")
-        y_true = ops.cast(y_true, "float32")
-        gt_boxes, gt_classes, valid = y_true[..., :4], y_true[..., 4], y_true[..., 5] > 0.5
-        index, label = boxes.match(self.windows, gt_boxes, valid, self.positive_iou, self.negative_iou)
-        positive = ops.cast(label == 1, "float32")
-        negative = label == 0
-        matched = ops.take_along_axis(gt_boxes, index[..., None], axis=1)
-        target_class = ops.where(label == 1, ops.cast(ops.take_along_axis(gt_classes, index, axis=1), "int32") + 1,
-                                 0)
-        ce = keras.losses.sparse_categorical_crossentropy(target_class, y_pred[..., 4:], from_logits=True)
-        count = ops.sum(positive, axis=-1, keepdims=True)
-        # Almost every window is background: only the hardest negatives, negative_ratio per positive, count.
-        rank = ops.argsort(ops.argsort(-ops.where(negative, ce, -1.0), axis=-1), axis=-1)
-        hard = ops.logical_and(negative, ops.cast(rank, "float32") < ops.maximum(self.negative_ratio * count, 1.0))
-        class_loss = ops.sum(ce * (positive + ops.cast(hard, "float32")), axis=-1)
-        deltas = boxes.encode(self.windows, matched)
-        box_loss = ops.sum(ops.sum(_smooth_l1(y_pred[..., :4] - deltas), axis=-1) * positive, axis=-1)
-        return (class_loss + self.box_weight * box_loss) / ops.maximum(count[..., 0], 1.0)
-
-    def get_config(self):
-        return {**super().get_config(), "spec": self.spec, "num_classes": self.num_classes,
-                "positive_iou": self.positive_iou, "negative_iou": self.negative_iou,
-                "negative_ratio": self.negative_ratio, "box_weight": self.box_weight}
+    @staticmethod
+    def priors(spec):
+        """Every window of every pyramid level, in the raw output's order."""
+        return windows_of(spec)
 
 
 @keras.saving.register_keras_serializable(package="convforge")

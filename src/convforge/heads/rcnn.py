@@ -138,11 +138,6 @@ def _split(raw, num_classes):
     return raw[..., :4], raw[..., 4] > 0.5, raw[..., 5:6 + num_classes], deltas
 
 
-def _smooth_l1(x):
-    """Huber loss with delta 1, elementwise."""
-    absolute = ops.abs(x)
-    return ops.where(absolute < 1.0, 0.5 * x * x, absolute - 0.5)
-
 
 @keras.saving.register_keras_serializable(package="convforge")
 class RCNNLoss(keras.losses.Loss):
@@ -183,7 +178,7 @@ class RCNNLoss(keras.losses.Loss):
                                      ops.where(regress[..., None], matched, unit))
         own = ops.sum(deltas * ops.one_hot(ops.maximum(classes, 0), self.num_classes)[..., None], axis=2)
         error = ops.where(regress[..., None], own - target_deltas, 0.0)
-        box_loss = ops.sum(ops.sum(_smooth_l1(error), axis=-1), axis=-1) / ops.maximum(
+        box_loss = ops.sum(ops.sum(boxes.smooth_l1(error), axis=-1), axis=-1) / ops.maximum(
             ops.sum(ops.cast(regress, "float32"), axis=-1), 1.0)
         return class_loss + self.box_weight * box_loss
 

@@ -54,7 +54,12 @@ class MultiboxLoss(keras.losses.Loss):
         self.spec, self.num_classes = spec, int(num_classes)
         self.positive_iou, self.negative_iou = float(positive_iou), float(negative_iou)
         self.negative_ratio, self.box_weight = float(negative_ratio), float(box_weight)
-        self.anchors = anchors_of(spec)
+        self.anchors = self.priors(spec)
+
+    @staticmethod
+    def priors(spec):
+        """The boxes predictions are matched to and encoded against (SSD's anchors; OverFeat's windows)."""
+        return anchors_of(spec)
 
     def call(self, y_true, y_pred):
         y_pred = ops.cast(y_pred, "float32")
@@ -75,7 +80,7 @@ class MultiboxLoss(keras.losses.Loss):
         keep_negative = ops.logical_and(negative, ops.cast(rank, "float32") <
                                         ops.maximum(self.negative_ratio * num_positive, 1.0))
         class_loss = ops.sum(ce * (positive + ops.cast(keep_negative, "float32")), axis=-1)
-        box_loss = ops.sum(ops.sum(_smooth_l1(y_pred[..., :4] - target_deltas), axis=-1) * positive, axis=-1)
+        box_loss = ops.sum(ops.sum(boxes.smooth_l1(y_pred[..., :4] - target_deltas), axis=-1) * positive, axis=-1)
         return (class_loss + self.box_weight * box_loss) / ops.maximum(num_positive[..., 0], 1.0)
 
     def get_config(self):
@@ -83,11 +88,6 @@ class MultiboxLoss(keras.losses.Loss):
                 "positive_iou": self.positive_iou, "negative_iou": self.negative_iou,
                 "negative_ratio": self.negative_ratio, "box_weight": self.box_weight}
 
-
-def _smooth_l1(x):
-    """Huber loss with delta 1 (Fast R-CNN's smooth L1), elementwise."""
-    absolute = ops.abs(x)
-    return ops.where(absolute < 1.0, 0.5 * x * x, absolute - 0.5)
 
 
 @keras.saving.register_keras_serializable(package="convforge")

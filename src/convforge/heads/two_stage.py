@@ -265,12 +265,6 @@ class SamplingKeys(keras.layers.Layer):
 
 # ---- the loss --------------------------------------------------------------------------------------------------
 
-def smooth_l1(x, beta=1.0):
-    """Fast R-CNN's smooth L1 (Huber with transition at beta), elementwise."""
-    absolute = ops.abs(x)
-    return ops.where(absolute < beta, 0.5 * x * x / beta, absolute - 0.5 * beta)
-
-
 def _bce(logits, target):
     """Binary cross-entropy on logits, elementwise."""
     return ops.softplus(logits) - logits * target
@@ -321,7 +315,7 @@ class TwoStageLoss(keras.losses.Loss):
         size = ops.maximum(ops.sum(chosen, axis=-1), 1.0)
         objectness = ops.sum(_bce(rpn[..., 4], ops.cast(positive, "float32")) * chosen, axis=-1) / size
         matched = ops.take_along_axis(gt_boxes, index[..., None], axis=1)
-        rpn_box = ops.sum(ops.sum(smooth_l1(rpn[..., :4] - boxes.encode(self.anchors, matched)), axis=-1)
+        rpn_box = ops.sum(ops.sum(boxes.smooth_l1(rpn[..., :4] - boxes.encode(self.anchors, matched)), axis=-1)
                           * ops.cast(positive, "float32"), axis=-1) / size
 
         # Stage 2 on proposals.
@@ -341,7 +335,7 @@ class TwoStageLoss(keras.losses.Loss):
         deltas = ops.reshape(head[..., k + 1:], (-1, proposals.shape[1], k, 4))
         own = ops.take_along_axis(deltas, ops.clip(cls, 0, k - 1)[..., None, None], axis=2)[:, :, 0]
         matched = ops.take_along_axis(gt_boxes, owner[..., None], axis=1)
-        roi_box = ops.sum(ops.sum(smooth_l1(own - boxes.encode(proposals, matched)), axis=-1)
+        roi_box = ops.sum(ops.sum(boxes.smooth_l1(own - boxes.encode(proposals, matched)), axis=-1)
                           * ops.cast(positive, "float32"), axis=-1) / size
 
         # Recall: objects that some proposal overlaps by roi_positive_iou.
