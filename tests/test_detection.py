@@ -72,13 +72,15 @@ def test_a_detection_head_refuses_a_backbone_without_its_levels():
                                        "head={levels: [C3, C4]}"]).head["levels"] == ["C3", "C4"]
 
 
-@pytest.mark.parametrize("policy,head", [("mixed_bfloat16", "ssd"), ("mixed_float16", "yolo")])
+@pytest.mark.parametrize("policy,head", [("mixed_bfloat16", "ssd"), ("mixed_float16", "yolo"),
+                                         ("mixed_bfloat16", "faster_rcnn")])
 def test_mixed_precision_detectors_train_and_export(tmp_path, policy, head):
     """The paths a bf16 CPU or a GPU takes: each head trains under a mixed policy (loss in float32) and its
     float32 copy, decoding and NMS included, exports to SavedModel, TFLite and ONNX with Keras' detections."""
     import keras
 
-    task = get_task("detection", {"name": head, "channels": 8, "max_detections": 10})
+    task = get_task("detection", {"name": head, "channels": 8, "max_detections": 10,
+                                  **({"levels": ["C4"]} if head == "faster_rcnn" else {})})
     model = task.build_model("resnet18", (64, 64, 3), 3, {"depths": [1, 1, 1, 1], "widths": [8, 8, 8, 8]},
                              dtype=policy)
     assert model.output.dtype == "float32" and model.layers[5].compute_dtype != "float32"
