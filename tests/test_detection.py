@@ -56,12 +56,19 @@ def test_ssd_trains_evaluates_and_exports_with_nms(tmp_path, monkeypatch):
     assert get_task("detection").recognizes(model)
     assert model.output["classes"].dtype == "int32" and model.output["boxes"].shape[1:] == (20, 4)
     images = np.random.default_rng(0).normal(size=(4, 64, 64, 3)).astype("float32")
-    exported = convforge.export(model, tmp_path / "export", formats=["saved_model", "tflite", "onnx"],
+    # tflite_postprocess_op: the same detections from TFLite's own NMS op, one image per call.
+    exported = convforge.export(model, tmp_path / "export", formats=["saved_model", "tflite", "onnx",
+                                                                     "tflite_postprocess_op"],
                                 inputs_for_check=images, progress=None, latency_runs=0)
     for entry in exported["card"]["artifacts"]:
         check = entry["check"]
         assert check["status"] == "passed", entry["format"]
         assert check["per_output"]["num_detections"]["agreement"] == 1.0, entry["format"]
+    from convforge.export.tflite import custom_op_names
+
+    op_file = tmp_path / "export" / "model_postprocess_op.tflite"
+    assert custom_op_names(op_file.read_bytes()) == ["TFLite_Detection_PostProcess"]
+    assert custom_op_names((tmp_path / "export" / "model.tflite").read_bytes()) == []
 
 
 def test_a_detection_head_refuses_a_backbone_without_its_levels():
@@ -91,11 +98,12 @@ def test_mixed_precision_detectors_train_and_export(tmp_path, policy, head):
     losses = model.fit(x, y, epochs=3, verbose=0).history["loss"]
     assert losses[-1] < losses[0]
     result = convforge.export(task.inference_model(model), tmp_path / policy,
-                              formats=["saved_model", "tflite", "onnx", "tflite_int8"], representative=x,
-                              progress=None, latency_runs=0)
+                              formats=["saved_model", "tflite", "onnx", "tflite_int8", "tflite_postprocess_op"],
+                              representative=x, progress=None, latency_runs=0)
     assert result["card"]["precision"]["trained"] == policy
     checks = {a["format"]: a["check"] for a in result["card"]["artifacts"]}
-    assert all(checks[f]["status"] == "passed" for f in ("saved_model", "tflite", "onnx")), checks
+    fp32 = ("saved_model", "tflite", "onnx", "tflite_postprocess_op")
+    assert all(checks[f]["status"] == "passed" for f in fp32), checks
     # Full-integer: the backbone and head in int8, NMS's division left in float32, so it runs in LiteRT; the
     # padding stays padding (validity is NMS's mask, not a filler score that int8 would clamp).
     from convforge.export import float_ops_under_int8

@@ -15,6 +15,7 @@ pytest.importorskip("ai_edge_litert")
 import convforge  # noqa: E402
 from convforge.errors import ExportError  # noqa: E402
 from convforge.export import FORMATS, compare_quantized, export, verify_dir  # noqa: E402
+from convforge.export.formats import NAMES  # noqa: E402
 from convforge.export.card import sha256_path  # noqa: E402
 from convforge.export.verify import runner  # noqa: E402
 
@@ -52,7 +53,9 @@ def test_all_six_formats_written_with_card_and_no_leftovers(resnet_export):
     files = {"saved_model", "model.tflite", "model_fp16.tflite", "model_dynamic.tflite", "model_int8.tflite",
              "model.onnx", "card.json", "card.md", "check_images.npy"}
     assert set(os.listdir(out)) == files
+    # The default is every format any image model can take; tflite_postprocess_op is a detector's.
     assert [a["format"] for a in result["card"]["artifacts"]] == list(FORMATS)
+    assert set(NAMES) - set(FORMATS) == {"tflite_postprocess_op"}
     assert len(lines) == 7 and "onnx" in lines[-2]
 
 
@@ -321,6 +324,8 @@ def test_bad_requests_are_one_sentence_errors(tmp_path):
                progress=None)
     with pytest.raises(ExportError, match="with_preprocessing"):
         export(model, tmp_path / "d", formats=["saved_model"], with_preprocessing=True, progress=None)
+    with pytest.raises(ExportError, match="tflite_postprocess_op replaces a detector's NonMaxSuppression layer"):
+        export(model, tmp_path / "d", formats=["tflite_postprocess_op"], progress=None)
     # Importing convforge.export rebinds the attribute to the package, which stays callable as the function.
     with pytest.raises(ExportError, match="unknown"):
         convforge.export(model, tmp_path / "e", formats=["pdf"], progress=None)

@@ -266,6 +266,9 @@ BAD = [
         "export.formats[1]: 'tflite_int9' is not an export format (did you mean 'tflite_int8'",
         "accepted: saved_model"]),
     (dict(export__formats=["onnx", "onnx"]), ["export.formats[1]: 'onnx' is listed twice"]),
+    (dict(export__formats=["onnx", "tflite_postprocess_op"]), [
+        "export.formats[1]: 'tflite_postprocess_op' holds a detector's NMS, and a classification model has none",
+        "accepted for classification: saved_model"]),
     (dict(model__weights="missing.weights.h5"), ["model.weights: file", "missing.weights.h5' not found"]),
     (dict(model__weights="w.pt"), ["model.weights: ", "is not a Keras weights file"]),
     (dict(model__options={"se_rati": 4}), ["model.options.se_rati: resnet18 takes no option 'se_rati'",

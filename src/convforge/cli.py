@@ -438,8 +438,8 @@ def build_parser():
 
     p = sub.add_parser("export", help="export a trained model to SavedModel/TFLite/ONNX, each verified")
     p.add_argument("source", help="a recipe (its newest run), a run folder, or a .keras model")
-    p.add_argument("--formats", help="comma-separated: saved_model,tflite,tflite_fp16,tflite_dynamic,tflite_int8,onnx "
-                                     "(default: the recipe's export.formats)")
+    p.add_argument("--formats", help="comma-separated: saved_model,tflite,tflite_fp16,tflite_dynamic,tflite_int8,onnx, "
+                                     "and for a detector tflite_postprocess_op (default: the recipe's export.formats)")
     p.add_argument("--out", help="output folder (default: the recipe's export.out_dir or saved_models/NAME)")
     p.add_argument("--calibration", metavar="PATH",
                    help="int8 calibration images: an image folder (normalized by the preprocessing.json saved "

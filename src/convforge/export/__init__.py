@@ -34,13 +34,14 @@ from convforge.export.saved_model import (INPUT_NAME, input_spec, output_kinds, 
                                           serving_function, write_saved_model)
 from convforge.preprocessing import check as check_preprocessing, preprocess
 from convforge.export.formats import FORMATS as TABLE
-from convforge.export.formats import FP32_FORMATS, NAMES, QUANTIZED_FORMATS, TFLITE_FORMATS
+from convforge.export.formats import DEFAULT_FORMATS, FP32_FORMATS, QUANTIZED_FORMATS, TFLITE_FORMATS
 from convforge.export.verify import (CHECK_FILE, CHECK_SEED, FlexUnavailable,
                                      check_artifact, check_images, check_uint8_images, compare_quantized,
                                      named_outputs, runner, verify_dir)
 from convforge.precision import float32_copy, model_precision
 
-FORMATS = NAMES
+# The formats any image model can be exported to (export's default); NAMES adds the detector-only ones.
+FORMATS = DEFAULT_FORMATS
 ARTIFACTS = {name: row.file for name, row in TABLE.items()}
 # A write that failed for the disk's sake, not the model's: the message names the disk.
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -64,7 +65,8 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
             copy (same weights), verified against that copy, and its difference from the model as trained
             (max |Δ| on the check images, the metric on val) is recorded in the card's `precision`.
         out_dir: folder to write into (created when missing).
-        formats: any of "saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx".
+        formats: any of "saved_model", "tflite", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx" (the
+            default: all six), and for a detector "tflite_postprocess_op" (NMS by TFLite's own op, batch 1).
         representative: float32 batches (array [N, H, W, C] or an iterable of batches / (images, targets)
             pairs) normalized like the training data; calibrates tflite_int8 (at most 500 images are used).
         preprocessing: {"resize": [H, W], "channels": C, "scale": 1/255, "mean": [...], "std": [...]} as
@@ -313,7 +315,14 @@ def _produce(fmt, model, names, served_spec, serve, core, staging, calibration, 
         if served_spec is None:
             return core  # the SavedModel the TFLite converters read is this artifact; renamed at commit
         return _step(fmt, lambda: write_saved_model(model, serving_function(model, names, served_spec), path))
-    if fmt in TFLITE_FORMATS:
+    if fmt == "tflite_postprocess_op":
+        from convforge.export import detection_postprocess
+        from convforge.export.tflite import convert_tflite
+
+        staged = os.path.join(staging, "postprocess_saved_model")
+        _step(fmt, lambda: write_saved_model(model, detection_postprocess.serving_function(model, names), staged))
+        data = _step(fmt, lambda: convert_tflite(staged, fmt, custom_ops=(detection_postprocess.OP_NAME,)))
+    elif fmt in TFLITE_FORMATS:
         from convforge.export.tflite import convert_tflite
 
         data = _step(fmt, lambda: convert_tflite(core, fmt, calibration, config.allow_flex,

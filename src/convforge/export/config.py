@@ -3,7 +3,7 @@ import dataclasses
 from typing import Any, Callable
 
 from convforge.errors import ExportError, close_matches
-from convforge.export.formats import NAMES as FORMATS
+from convforge.export.formats import DEFAULT_FORMATS, NAMES as FORMATS
 from convforge.export.tflite import INT8_IO
 
 
@@ -12,7 +12,7 @@ class ExportConfig:
     """The options of one export (see `convforge.export` for each); formats, int8_io and the metric are checked
     and defaulted on construction."""
 
-    formats: tuple = FORMATS
+    formats: tuple = DEFAULT_FORMATS
     representative: Any = None
     preprocessing: dict | None = None
     with_preprocessing: bool = False

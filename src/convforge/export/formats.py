@@ -16,6 +16,7 @@ class Format:
     quantized: bool = False  # judged by the task metric, not by the float32 tolerance
     drop_field: str | None = None  # the recipe's export field bounding its metric drop, in points
     default_max_drop: float | None = None
+    detectors_only: bool = False  # holds a detector's post-processing, so other models cannot be exported to it
 
 
 _ROWS = (
@@ -26,9 +27,13 @@ _ROWS = (
            "dynamic_max_accuracy_drop", 1.0),
     Format("tflite_int8", "model_int8.tflite", "int8 (full integer)", "LiteRT", True, "int8_max_accuracy_drop", 1.0),
     Format("onnx", "model.onnx", "float32", "ONNX Runtime"),
+    Format("tflite_postprocess_op", "model_postprocess_op.tflite", "float32, NMS by TFLite_Detection_PostProcess",
+           "LiteRT", detectors_only=True),
 )
 FORMATS = {row.name: row for row in _ROWS}
 NAMES = tuple(FORMATS)
+# What an export writes when not told: every format any image model can be exported to.
+DEFAULT_FORMATS = tuple(name for name, row in FORMATS.items() if not row.detectors_only)
 FP32_FORMATS = tuple(name for name, row in FORMATS.items() if not row.quantized)
 QUANTIZED_FORMATS = tuple(name for name, row in FORMATS.items() if row.quantized)
 TFLITE_FORMATS = {name: row.file for name, row in FORMATS.items() if row.runtime == "LiteRT"}

@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from convforge.errors import ExportError
-from convforge.export.formats import TFLITE_FORMATS  # noqa: F401  (format name -> file name, for callers)
+from convforge.export.formats import FORMATS, TFLITE_FORMATS  # noqa: F401  (TFLITE_FORMATS: for callers)
 
 INT8_IO = ("int8", "uint8")
 
@@ -34,11 +34,14 @@ def _representative_gen(images):
     return gen
 
 
-def convert_tflite(saved_model_dir, fmt, representative=None, allow_flex=False, int8_io="int8", float_ops=()):
+def convert_tflite(saved_model_dir, fmt, representative=None, allow_flex=False, int8_io="int8", float_ops=(),
+                   custom_ops=()):
     """Return the bytes of `fmt` (a key of TFLITE_FORMATS) converted from a SavedModel's serving_default.
 
     float_ops: TFLite op names (e.g. "DIV") that full-integer quantization must leave in float32, for ops whose
-    int8 kernels cannot run the model's values (NMS divides by IoU unions that int8 rounds to zero)."""
+    int8 kernels cannot run the model's values (NMS divides by IoU unions that int8 rounds to zero).
+    custom_ops: the custom ops the graph is meant to hold (TFLite_Detection_PostProcess, which the stock
+    interpreter registers); any other custom op is still refused."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
@@ -46,8 +49,9 @@ def convert_tflite(saved_model_dir, fmt, representative=None, allow_flex=False, 
     if allow_flex:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
     converter.target_spec.supported_ops = ops
-    if fmt != "tflite":
+    if FORMATS[fmt].quantized:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.allow_custom_ops = bool(custom_ops)
     if fmt == "tflite_fp16":
         converter.target_spec.supported_types = [tf.float16]
     elif fmt == "tflite_int8":
@@ -65,9 +69,22 @@ def convert_tflite(saved_model_dir, fmt, representative=None, allow_flex=False, 
     try:
         if fmt == "tflite_int8" and float_ops:
             return _quantize_except(converter, representative, float_ops)
-        return converter.convert()
+        data = converter.convert()
     except Exception as error:  # the converter raises ConverterError, RuntimeError or ValueError
         raise _conversion_error(fmt, str(error), allow_flex) from None
+    unexpected = sorted(set(custom_op_names(data)) - set(custom_ops))
+    if unexpected:
+        raise ExportError(f"{fmt}: the converted graph holds the custom op(s) {', '.join(unexpected)}, which the "
+                          f"stock LiteRT interpreter does not register; accepted: a model of TFLite builtin ops")
+    return data
+
+
+def custom_op_names(data):
+    """The custom op codes a .tflite flatbuffer holds (e.g. TFLite_Detection_PostProcess)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    return [code.customCode.decode() for code in model.operatorCodes or () if code.customCode]
 
 
 def _quantize_except(converter, representative, float_ops):

@@ -100,9 +100,14 @@ def _tflite_runner(path, threads):
     inputs, outputs = runner.get_input_details(), runner.get_output_details()
     image = inputs[INPUT_NAME]
     shape = [None]
+    # A graph with a batch-1 op (TFLite_Detection_PostProcess) has a fixed batch of 1: one image per call.
+    one_at_a_time = int(image["shape_signature"][0]) == 1
 
     def run(images):
         """Resize (when the batch changes), quantize, invoke, dequantize."""
+        if one_at_a_time and len(images) != 1:
+            each = [run(images[i:i + 1]) for i in range(len(images))]
+            return {name: np.concatenate([e[name] for e in each]) for name in each[0]}
         if shape[0] != images.shape:
             interpreter.resize_tensor_input(image["index"], list(images.shape))
             interpreter.allocate_tensors()

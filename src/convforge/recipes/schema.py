@@ -743,6 +743,12 @@ class Recipe(_Section):
                 first = err.errors()[0]
                 raise FieldError(("head", *first["loc"]), _pydantic_message(first, options)) from None
             self._fits_architecture(task(self.head))
+            for i, fmt in enumerate(self.export.formats):
+                if _FORMAT_TABLE[fmt].detectors_only and not task.ends_in_nms:
+                    usable = [n for n, row in _FORMAT_TABLE.items() if not row.detectors_only]
+                    raise FieldError(("export", "formats", i),
+                                     f"{fmt!r} holds a detector's NMS, and a {self.task} model has none; accepted "
+                                     f"for {self.task}: {_accepted(usable)}")
         needs = _task_needs(self.task)
         table = augmentation_table((info.context or {}).get("augmentations"))
         for i, aug in enumerate(self.data.augment):

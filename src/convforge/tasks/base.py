@@ -57,6 +57,8 @@ class Task:
     levels = ()
     # Whether model.options may hold options of the architecture's classification top (dropout, fc_units ...).
     uses_classification_top = False
+    # Whether its inference model ends in NonMaxSuppression, so detector-only export formats can hold it.
+    ends_in_nms = False
     Options = NoOptions
     parser: Parser = None
 

@@ -177,6 +177,7 @@ class Detection(Task):
 
     name = "detection"
     headline_metric = "AP50"
+    ends_in_nms = True
     annotations = frozenset({"boxes"})
     Options = DetectionOptions
     parser = Parser(keeps_record=lambda r: True, keeps_example=lambda e: True, target=_instances)
