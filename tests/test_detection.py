@@ -70,6 +70,58 @@ def test_ssd_trains_evaluates_and_exports_with_nms(tmp_path, monkeypatch):
     assert custom_op_names(op_file.read_bytes()) == ["TFLite_Detection_PostProcess"]
     assert custom_op_names((tmp_path / "export" / "model.tflite").read_bytes()) == []
 
+    # NMS in Python: the artifacts end at the decoded candidates; the card's NMS layer finishes them, and the
+    # recipe's AP judges each artifact through it (the same AP as Keras: the same detections).
+    from convforge.export import apply_nms
+    from convforge.export.verify import runner
+    from convforge.runs import export_run
+
+    result = export_run(run, tmp_path / "python_nms", ["tflite", "onnx"], nms="python", progress=None)
+    card = result["card"]
+    assert [o["name"] for o in card["outputs"]] == ["boxes", "scores"]
+    assert card["postprocess"]["nms"]["where"] == "python"
+    want = model(images, training=False)
+    for entry in card["artifacts"]:
+        assert entry["check"]["status"] == "passed" and entry["check"]["metric"]["drop_points"] == 0, entry
+        got = apply_nms(runner(entry["format"], result["paths"][entry["format"]])[0](images), card)
+        np.testing.assert_array_equal(got["num_detections"], np.asarray(want["num_detections"]))
+        np.testing.assert_array_equal(got["classes"], np.asarray(want["classes"]))
+        np.testing.assert_allclose(got["boxes"], np.asarray(want["boxes"]), atol=1e-4)
+
+
+def test_a_format_that_cannot_hold_nms_names_the_op_and_offers_nms_in_python(tmp_path):
+    """An NMS built on combined_non_max_suppression (no TFLite builtin): the TFLite export names the op and offers
+    nms='python', which then exports the graph without it."""
+    import keras
+    import tensorflow as tf
+
+    from convforge.layers.nms import NonMaxSuppression
+
+    class CombinedNMS(NonMaxSuppression):
+        """NMS by tf.image.combined_non_max_suppression."""
+
+        def call(self, boxes, scores):
+            out = tf.image.combined_non_max_suppression(boxes[:, :, None], scores, self.max_detections,
+                                                        self.max_detections, self.iou_threshold,
+                                                        self.score_threshold, clip_boxes=False)
+            return {"boxes": out.nmsed_boxes, "scores": out.nmsed_scores,
+                    "classes": tf.cast(out.nmsed_classes, tf.int32), "num_detections": out.valid_detections}
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=4, activation="relu")(inputs)
+    corners = keras.layers.Reshape((-1, 2, 2))(keras.layers.Conv2D(4, 1, activation="sigmoid")(x))
+    boxes = keras.layers.Reshape((-1, 4))(keras.layers.Concatenate(-2)([
+        keras.ops.min(corners, axis=-2, keepdims=True), keras.ops.max(corners, axis=-2, keepdims=True)]))
+    scores = keras.layers.Reshape((-1, 3))(keras.layers.Conv2D(3, 1, activation="sigmoid")(x))
+    model = keras.Model(inputs, CombinedNMS(5, 0.5, 0.05)(boxes, scores))
+    images = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
+    with pytest.raises(convforge.errors.ExportError, match=r"CombinedNonMaxSuppression.*nms='python'"):
+        convforge.export(model, tmp_path / "graph", formats=["tflite"], progress=None, inputs_for_check=images)
+    assert not (tmp_path / "graph").exists()
+    result = convforge.export(model, tmp_path / "python", formats=["tflite"], nms="python", progress=None,
+                              inputs_for_check=images, latency_runs=0)
+    assert result["card"]["artifacts"][0]["check"]["status"] == "passed"
+
 
 def test_a_detection_head_refuses_a_backbone_without_its_levels():
     with pytest.raises(RecipeError, match="squeezenet1_1 has feature levels .* the detection head needs C3, C4, "

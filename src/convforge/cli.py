@@ -274,7 +274,7 @@ def cmd_export(args):
     formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
     result = export_run(args.source, args.out, formats, calibration=args.calibration,
                         with_preprocessing=args.with_preprocessing, allow_flex=args.allow_flex, opset=args.opset,
-                        int8_io=args.int8_io, fail_on_drop=not args.no_verify_fail)
+                        int8_io=args.int8_io, fail_on_drop=not args.no_verify_fail, nms=args.nms)
     print(result["out_dir"])
     return 0
 
@@ -450,6 +450,9 @@ def build_parser():
     p.add_argument("--int8-io", choices=("int8", "uint8"), help="input/output type of tflite_int8 (default: the "
                                                                   "recipe's export.int8_io, else int8)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the recipe's export.onnx_opset, else 17)")
+    p.add_argument("--nms", choices=("graph", "python"), default="graph",
+                   help="where a detector's NMS runs: in every artifact (default), or in Python on the artifacts' "
+                        "outputs (convforge.export.apply_nms), for a runtime that cannot hold NMS's ops")
     p.add_argument("--no-verify-fail", action="store_true",
                    help="keep a quantized artifact whose val metric drops more than the recipe allows "
                         "(marked failed in the card) instead of failing the export")

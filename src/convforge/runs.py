@@ -113,7 +113,7 @@ def evaluate(source, *, weights=None, overrides=(), precision="trained", out=Non
 
 
 def export_run(source, out=None, formats=None, *, calibration=None, with_preprocessing=False, allow_flex=False,
-               opset=None, int8_io=None, fail_on_drop=True, progress=print):
+               opset=None, int8_io=None, fail_on_drop=True, progress=print, nms="graph"):
     """Export a trained model (recipe, run folder or .keras) to every format, verified and judged on val.
 
     A run's recipe supplies the formats, thresholds, int8 calibration (un-augmented training images) and the
@@ -166,4 +166,4 @@ def export_run(source, out=None, formats=None, *, calibration=None, with_preproc
         validation_size=recipe.export.validation_size if recipe else 1000, progress=progress,
         source={"model_path": str(run.model_path.resolve()),
                 "run_dir": str(run.run_dir.resolve()) if run.run_dir is not None else None,
-                "recipe": recipe.name if recipe else None, "recipe_file": run.recipe_file})
+                "recipe": recipe.name if recipe else None, "recipe_file": run.recipe_file}, nms=nms)

@@ -30,6 +30,7 @@ from convforge.export.card import CARD_JSON, CARD_MD, sha256_path, size_bytes, v
 from convforge.export.judge import (DEFAULT_MAX_DROP, judge, keras_scorer, score,
                                     validation_batches)
 from convforge.export.config import ExportConfig
+from convforge.export.detection_postprocess import apply_nms
 from convforge.export.saved_model import (INPUT_NAME, input_spec, output_kinds, resolve_output_names,
                                           serving_function, write_saved_model)
 from convforge.preprocessing import check as check_preprocessing, preprocess
@@ -49,14 +50,14 @@ _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 MAX_REPRESENTATIVE = 500
 CHECK_IMAGES = 4
 
-__all__ = ["export", "verify_dir", "compare_quantized", "weights_sha256", "FORMATS", "ARTIFACTS"]
+__all__ = ["export", "verify_dir", "compare_quantized", "weights_sha256", "apply_nms", "FORMATS", "ARTIFACTS"]
 
 
 def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessing=None, with_preprocessing=False,
            output_names=None, allow_flex=False, opset=17, verify=True, max_abs_diff=1e-4, inputs_for_check=None,
            progress=print, int8_io="int8", latency_runs=10, threads=1, source=None, validation=None,
            metric=None, metric_name="accuracy", max_metric_drop=None, fail_on_drop=True, validation_size=1000,
-           labels=None):
+           labels=None, nms="graph"):
     """Write each of `formats` for a Keras image model into out_dir, verified, with a model card; all or nothing.
 
     Args:
@@ -90,6 +91,9 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
             against the model as trained). fail_on_drop: a larger drop raises ExportError; False records it in the card.
         validation_size: at most this many validation images are used.
         labels: the class names, in output index order; kept in the card so a client can name predictions.
+        nms: "graph" (a detector's NMS inside every artifact) or "python": for a runtime or format that cannot
+            hold NMS's ops, the artifacts end before it (outputs `boxes` (B, A, 4) and `scores` (B, A, K), the
+            decoded candidates) and `apply_nms(outputs, card)` runs the detector's own NMS layer in Python.
         source: where the model came from, e.g. {"model_path": "runs/x/model.keras", "recipe": "x"}; kept
             in the card as `source` (None when not given), so `convforge bench` can find the Keras model.
 
@@ -102,7 +106,7 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
         verify=verify, max_abs_diff=max_abs_diff, inputs_for_check=inputs_for_check, progress=progress,
         int8_io=int8_io, latency_runs=latency_runs, threads=threads, source=source, validation=validation,
         metric=metric, metric_name=metric_name, max_metric_drop=max_metric_drop, fail_on_drop=fail_on_drop,
-        validation_size=validation_size, labels=labels)
+        validation_size=validation_size, labels=labels, nms=nms)
     return export_with(model, out_dir, config)
 
 
@@ -129,6 +133,18 @@ def export_with(model, out_dir, config):
     model = float32_copy(model)
     if trained is not model:
         say(f"export: the model computes in {trained_precision}; exporting its float32 copy (same weights)")
+    detector = python_nms = trained_detector = None
+    if config.nms == "python":
+        from convforge.export.detection_postprocess import pre_nms_model
+
+        if "tflite_postprocess_op" in config.formats:
+            raise ExportError("tflite_postprocess_op holds NMS in its graph and nms='python' leaves NMS out of every "
+                              "artifact; accepted: one or the other")
+        # Artifacts end before NMS; the metric still judges detections, with NMS run in Python on their outputs.
+        detector, trained_detector = model, trained
+        model, python_nms = pre_nms_model(model)
+        trained = model if trained_detector is detector else pre_nms_model(trained_detector)[0]
+        say("export: NMS left out of the artifacts (nms='python'): they output the decoded candidates")
     spec = None if config.preprocessing is None else check_preprocessing(config.preprocessing, shape[2])
     if spec is not None and spec["resize"] != list(shape[:2]):
         raise ExportError(f"preprocessing resize {spec['resize']} differs from the model input {list(shape[:2])}; "
@@ -161,18 +177,19 @@ def export_with(model, out_dir, config):
     scoring = None
     if config.validation is not None:
         batches = validation_batches(config.validation, shape, config.validation_size)
-        reference_value, reference_all = score(keras_scorer(model, names), names, keras_outputs, batches,
-                                               config.metric)
+        judged = _judged_outputs(model, names, kinds, keras_outputs, detector, python_nms, check)
+        reference_value, reference_all = score(keras_scorer(detector or model, judged.names), judged.names,
+                                               judged.template, batches, config.metric)
         drops = {**DEFAULT_MAX_DROP, **(config.max_metric_drop or {})}
-        scoring = (batches, config.metric, reference_value, reference_all, drops)
+        scoring = (batches, config.metric, reference_value, reference_all, drops, judged)
         count = sum(len(b[0]) for b in batches)
         say(f"export: Keras {config.metric_name} {reference_value:.2%} on {count} val images")
         if trained_reference is not None:
             # The float32 copy is judged against the model as trained, by the task metric.
-            trained_value, trained_all = score(keras_scorer(trained, names), names, keras_outputs, batches,
-                                               config.metric)
+            trained_value, trained_all = score(keras_scorer(trained_detector if detector else trained, judged.names),
+                                               judged.names, judged.template, batches, config.metric)
             result = judge(reference_value, reference_all, trained_value, trained_all, config.metric_name,
-                           drops.get("float32_copy"), count, kinds)
+                           drops.get("float32_copy"), count, judged.kinds)
             precision["float32_copy_vs_trained"]["metric"] = result
             say(f"export: Keras {trained_precision} {config.metric_name} {trained_value:.2%}, float32 copy "
                 f"{reference_value:.2%}")
@@ -223,12 +240,16 @@ def export_with(model, out_dir, config):
             else:
                 entry["check"] = {"status": "not verified"}
             if scored and loaded is not None:
-                _score_artifact(fmt, loaded[0], entry, names, kinds, keras_outputs, scoring, config)
+                _score_artifact(fmt, loaded[0], entry, scoring, config)
             card_entries.append(entry)
             say(_summary(entry))
         card = _card(model, config, shape=shape, spec=spec, names=names, kinds=kinds, reference=reference,
                      entries=card_entries, check_from=check_from, n_check=len(check), calibration=calibration,
                      precision=precision)
+        if python_nms is not None:
+            from convforge.export.detection_postprocess import nms_record
+
+            card["postprocess"] = {"nms": nms_record(python_nms, names)}
         write_card(staging, card)
         # The exact check images travel with the artifacts, so `convforge verify` later repeats this very check
         # (random inputs would push an int8 model outside its calibrated range and prove nothing).
@@ -325,15 +346,30 @@ def _produce(fmt, model, names, served_spec, serve, core, staging, calibration, 
     elif fmt in TFLITE_FORMATS:
         from convforge.export.tflite import convert_tflite
 
-        data = _step(fmt, lambda: convert_tflite(core, fmt, calibration, config.allow_flex,
-                                                         config.int8_io, float_ops_under_int8(model)))
+        data = _offering_python_nms(model, lambda: _step(fmt, lambda: convert_tflite(
+            core, fmt, calibration, config.allow_flex, config.int8_io, float_ops_under_int8(model))))
     else:
         from convforge.export.onnx import convert_onnx
 
-        data = _step(fmt, lambda: convert_onnx(serve, config.opset)).SerializeToString()
+        data = _offering_python_nms(model, lambda: _step(fmt, lambda: convert_onnx(serve, config.opset)))
+        data = data.SerializeToString()
     with open(path, "wb") as f:
         f.write(data)
     return path
+
+
+def _offering_python_nms(model, convert):
+    """Run a conversion; when a detector's graph fails to convert, the error also offers nms='python'."""
+    try:
+        return convert()
+    except ExportError as error:
+        from convforge.layers.nms import NonMaxSuppression
+
+        if not any(isinstance(layer, NonMaxSuppression) for layer in model._flatten_layers()):
+            raise
+        raise ExportError(f"{error}; or, for this detector, nms='python' (CLI: convforge export --nms python): "
+                          f"the artifacts end before NMS, and convforge.export.apply_nms(outputs, card) runs the "
+                          f"detector's own NMS on their outputs in Python") from None
 
 
 def _load(fmt, path, threads):
@@ -344,14 +380,41 @@ def _load(fmt, path, threads):
         return None
 
 
-def _score_artifact(fmt, run, entry, names, kinds, template, scoring, config):
+class _Judged:
+    """What the validation metric sees of a model: its outputs' names, kinds and structure, and how an artifact's
+    outputs become them (NMS in Python for an nms='python' export, else as they are)."""
+
+    def __init__(self, names, kinds, template, finish):
+        self.names, self.kinds, self.template, self.finish = names, kinds, template, finish
+
+
+def _judged_outputs(model, names, kinds, outputs, detector, python_nms, check):
+    """The _Judged of an export: the exported model's own outputs, or the detector's when NMS runs in Python."""
+    if detector is None:
+        return _Judged(names, kinds, outputs, lambda run: run)
+    full = detector(check, training=False)
+    full_names = resolve_output_names(detector, full)
+
+    def finish(run):
+        """An artifact's run with the detector's NMS applied to its outputs, named like the detector's."""
+        def with_nms(images):
+            """Detections of one batch: the artifact, then NMS in Python."""
+            out = run(images)
+            result = python_nms(out[names[0]], out[names[1]])
+            return named_outputs(result, full_names)
+        return with_nms
+
+    return _Judged(full_names, output_kinds(detector, full, full_names), full, finish)
+
+
+def _score_artifact(fmt, run, entry, scoring, config):
     """Score one artifact on the validation batches; a quantized one over its allowed drop fails the export."""
-    batches, metric, reference_value, reference_all, drops = scoring
+    batches, metric, reference_value, reference_all, drops, judged = scoring
     metric_name, fail_on_drop = config.metric_name, config.fail_on_drop
-    value, outputs = _step(fmt, lambda: score(run, names, template, batches, metric))
+    value, outputs = _step(fmt, lambda: score(judged.finish(run), judged.names, judged.template, batches, metric))
     allowed = drops.get(fmt) if fmt in QUANTIZED_FORMATS else None
     result = judge(value, outputs, reference_value, reference_all, metric_name, allowed,
-                   sum(len(b[0]) for b in batches), kinds)
+                   sum(len(b[0]) for b in batches), judged.kinds)
     entry["check"]["metric"] = result
     if result.get("status") == "failed":
         entry["check"]["warning"] = _over_threshold(

@@ -7,6 +7,10 @@ from convforge.export.formats import DEFAULT_FORMATS, NAMES as FORMATS
 from convforge.export.tflite import INT8_IO
 
 
+# Where a detector's NMS runs: inside every artifact, or in Python on the artifacts' outputs (apply_nms).
+NMS_PLACES = ("graph", "python")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     """The options of one export (see `convforge.export` for each); formats, int8_io and the metric are checked
@@ -34,9 +38,12 @@ class ExportConfig:
     fail_on_drop: bool = True
     validation_size: int = 1000
     labels: Any = None
+    nms: str = "graph"
 
     def __post_init__(self):
         object.__setattr__(self, "formats", check_formats(self.formats))
+        if self.nms not in NMS_PLACES:
+            raise ExportError(f"nms={self.nms!r} is not accepted; accepted: {', '.join(NMS_PLACES)}")
         if self.int8_io not in INT8_IO:
             raise ExportError(f"int8_io={self.int8_io!r} is not accepted; accepted: {', '.join(INT8_IO)}")
         if self.metric is None:

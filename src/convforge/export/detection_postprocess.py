@@ -94,3 +94,40 @@ def serving_function(model, output_names):
         return {name: result[key] for name, key in zip(output_names, keys)}
 
     return serve
+
+
+# --- NMS in Python: for a runtime or format that cannot hold the post-processing ops.
+
+def pre_nms_model(model):
+    """(the detector without its NMS layer: image -> {"boxes" (B, A, 4), "scores" (B, A, K)}, the NMS layer)."""
+    import keras
+
+    nms = nms_layer(model)
+    boxes, scores = nms.input
+    return keras.Model(model.input, {"boxes": boxes, "scores": scores}, name=f"{model.name}_pre_nms"), nms
+
+
+def nms_record(nms, names):
+    """The card's record of the NMS that `apply_nms` runs on an artifact's outputs named `names` (boxes, scores)."""
+    import keras
+
+    return {"where": "python", "layer": keras.saving.serialize_keras_object(nms),
+            "inputs": {"boxes": names[0], "scores": names[1]}}
+
+
+def apply_nms(outputs, card):
+    """An artifact's pre-NMS outputs {"boxes", "scores"} (numpy) -> the detector's four outputs after NMS, run by
+    the NonMaxSuppression layer the export card records (an export made with nms="python")."""
+    import keras
+
+    record = (card.get("postprocess") or {}).get("nms") if isinstance(card, dict) else None
+    if not record or record.get("where") != "python":
+        raise ExportError("this export holds its NMS in the graph (or is not a detector's); accepted: the card "
+                          "of an export made with nms='python' (CLI: convforge export --nms python)")
+    from convforge.layers.nms import NonMaxSuppression
+
+    layer = keras.saving.deserialize_keras_object(record["layer"],
+                                                  custom_objects={"NonMaxSuppression": NonMaxSuppression})
+    names = record["inputs"]
+    result = layer(np.asarray(outputs[names["boxes"]], np.float32), np.asarray(outputs[names["scores"]], np.float32))
+    return {name: np.asarray(value) for name, value in result.items()}
