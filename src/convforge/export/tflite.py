@@ -72,7 +72,9 @@ def convert_tflite(saved_model_dir, fmt, representative=None, allow_flex=False, 
         data = converter.convert()
     except Exception as error:  # the converter raises ConverterError, RuntimeError or ValueError
         raise _conversion_error(fmt, str(error), allow_flex) from None
-    unexpected = sorted(set(custom_op_names(data)) - set(custom_ops))
+    # Select TF ops travel as custom codes "Flex<Op>", which allow_flex asked for.
+    unexpected = sorted(op for op in set(custom_op_names(data)) - set(custom_ops)
+                        if not (allow_flex and op.startswith("Flex")))
     if unexpected:
         raise ExportError(f"{fmt}: the converted graph holds the custom op(s) {', '.join(unexpected)}, which the "
                           f"stock LiteRT interpreter does not register; accepted: a model of TFLite builtin ops")
