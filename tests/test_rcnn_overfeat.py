@@ -101,6 +101,22 @@ def test_overfeat_loss_falls(shapes):
     assert losses[-1] < 0.8 * losses[0] and losses[-1] == min(losses), losses
 
 
+def test_overfeat_trains_under_mixed_bfloat16_and_exports_its_float32_copy(shapes, tmp_path):
+    """The path a bf16 CPU takes: the window classifier learns under mixed_bfloat16, and its float32 copy exports
+    with Keras' detections (NMS layer and TFLite's NMS op alike)."""
+    keras.utils.set_random_seed(0)
+    task = get_task("detection", {"name": "overfeat", "fc_units": 16, "window": 16, "scales": [0.7, 1.0, 1.4]})
+    model = task.build_model("alexnet_original", (SIZE, SIZE, 3), 4, {"convs": CONVS}, dtype="mixed_bfloat16")
+    assert model.output.dtype == "float32"
+    losses = fit(task, model, shapes[0], shapes[2], epochs=4)["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    result = convforge.export(task.inference_model(model), tmp_path / "bf16",
+                              formats=["tflite", "tflite_postprocess_op"],
+                              inputs_for_check=shapes[0][:4], progress=None, latency_runs=0)
+    assert result["card"]["precision"]["trained"] == "mixed_bfloat16"
+    assert all(a["check"]["status"] == "passed" for a in result["card"]["artifacts"])
+
+
 def test_overfeat_refuses_a_padded_trunk_and_pyramids_without_windows():
     with pytest.raises(ModelError, match="pads its input"):
         convforge.build_model("resnet18", task="detection", num_classes=3, input_shape=(64, 64, 3),
