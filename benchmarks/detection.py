@@ -1,5 +1,6 @@
 """The detectors side by side: for each shipped recipe in recipes/detection/, its newest trained run's COCO AP,
-training time, the model's size and MACs, and batch-1 latency per image in Keras and in LiteRT (fp32 and int8).
+training time, the model's size and MACs, and batch-1 latency per image in Keras and in LiteRT (fp32 and int8
+with our NMS layer, and fp32 ending in TFLite's own TFLite_Detection_PostProcess op).
 
 Runs are trained first where a recipe has none (`--train`; up to 15 minutes each on 2 cores). Writes
 benchmarks/results/detection.json and detection.md (the README's table). Run: make bench, or
@@ -66,7 +67,7 @@ def measure(recipe_path, train=False):
     calls.append((keras_run, image))
     names.append("keras")
     with tempfile.TemporaryDirectory(prefix="convforge-detection-bench-") as tmp:
-        for fmt in ("tflite", "tflite_int8"):
+        for fmt in ("tflite", "tflite_int8", "tflite_postprocess_op"):
             try:
                 rep = representative_images(recipe, 64) if fmt == "tflite_int8" else None
                 paths = convforge.export(model, pathlib.Path(tmp) / fmt, formats=[fmt], representative=rep,
@@ -92,23 +93,25 @@ def _cell(value, fmt="{}"):
 def render(result):
     """The Markdown table of the rows, with the machine under it."""
     lines = ["| detector | backbone, input | params | GMACs | AP | AP50 | train s (epochs) | Keras ms | "
-             "TFLite fp32 ms | TFLite int8 ms |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "TFLite fp32 ms | TFLite int8 ms | TFLite fp32, NMS op ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         if r.get("error"):
-            lines.append(f"| {r['head']} | {r['backbone']}, {r['input']} | {r['error']} |||||||| ")
+            lines.append(f"| {r['head']} | {r['backbone']}, {r['input']} | {r['error']} ||||||||| ")
             continue
         lines.append(
             f"| {r['head']} | {r['backbone']}, {r['input']} | {r['params']:,} | "
             f"{_cell(r.get('macs') and r['macs'] / 1e9, '{:.3g}')} | {_cell(r['AP'], '{:.3f}')} | "
             f"{_cell(r['AP50'], '{:.3f}')} | {_cell(r['train_seconds'], '{:.0f}')} ({r['epochs']}) | "
             f"{_cell(r.get('keras_ms'), '{:.2f}')} | {_cell(r.get('tflite_ms'), '{:.2f}')} | "
-            f"{_cell(r.get('tflite_int8_ms'), '{:.2f}')} |")
+            f"{_cell(r.get('tflite_int8_ms'), '{:.2f}')} | {_cell(r.get('tflite_postprocess_op_ms'), '{:.2f}')} |")
     notes = [f"- {r['head']}: {k.replace('_note', '')}: {v}" for r in result["rows"] for k, v in r.items()
              if k.endswith("_note")]
     machine = result["machine"]
     lines += ["", f"COCO AP and AP50 on each recipe's 800 val images (pycocotools), from its newest run; latency is the "
               f"median batch-1 call of the saved inference model (decoding and NMS included), 1 runtime thread for "
-              f"LiteRT, measured in turns. {machine['description']}; 1-minute load average "
+              f"LiteRT, measured in turns. NMS op: the same graph with TFLite_Detection_PostProcess in place of our "
+              f"NMS layer (export format tflite_postprocess_op; the same detections). {machine['description']}; 1-minute load average "
               f"{machine['load_average']} when it began (the machine may be shared)."]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
