@@ -3,9 +3,9 @@ Badrinarayanan et al., TPAMI 2017; Zeiler and Fergus' switches, ECCV 2014).
 
 Indices follow PyTorch's `MaxPool2d(return_indices=True)`: per image and channel, the flat position y * W + x of
 the maximum in the pooled input (H, W), int32. Both layers are plain keras.ops on non-overlapping windows (stride
-= pool size, the SegNet case): strided slices, a max over the k x k window members and the first member equal to it, comparisons and
-interleaving reshapes, so they run on every backend and convert to TFLite builtins and ONNX, unlike
-`tf.nn.max_pool_with_argmax` (a TFLite custom op).
+= pool size, the SegNet case): strided slices, a max over the k x k window members and the first member equal to
+it, comparisons and interleaving reshapes, so they run on every backend and convert to TFLite builtins and ONNX,
+unlike `tf.nn.max_pool_with_argmax` (a TFLite custom op).
 """
 import keras
 from keras import ops
