@@ -112,9 +112,9 @@ def test_cpu_features_name_what_makes_bf16_and_int8_fast():
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_a_mixed_precision_run_exports_all_six_formats(policy, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    # Trained past chance (2 steps left it at ~34%), so int8's judged accuracy drop is the quantizer's, not the
-    # noise of a few near-tied images on an untrained model.
-    assert cli_main(_train_args(DIGITS, tiny(DIGITS, steps=25) + [f"train.precision={policy}"])) == 0
+    # Trained well past chance (2 steps left it at ~34%, 25 steps at ~74% with int8 once 1.1 points under Keras),
+    # so int8's judged accuracy drop is the quantizer's, not the noise of near-tied images on a half-trained model.
+    assert cli_main(_train_args(DIGITS, tiny(DIGITS, steps=60) + [f"train.precision={policy}"])) == 0
     run = _run_dir(tmp_path, "lenet5_digits")
     assert json.loads((run / "metrics.json").read_text())["precision"] == policy
     assert cli_main(["export", str(run), "--out", "out"]) == 0
