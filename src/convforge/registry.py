@@ -96,10 +96,15 @@ class ModelSpec:
     def feature_levels(self, options=None):
         """{level: stride} of the backbone built with these options (over the row's), without building it."""
         merged = {**self.options, **(options or {})}
+        levels = dict(self.levels)
         for option, variants in self.levels_with.items():
             if merged.get(option) in variants:
-                return dict(variants[merged[option]])
-        return dict(self.levels)
+                levels = dict(variants[merged[option]])
+                break
+        if merged.get("output_stride"):
+            # Stages past a dilated backbone's output stride keep it (ResNet's output_stride).
+            levels = {name: min(stride, merged["output_stride"]) for name, stride in levels.items()}
+        return levels
 
     def missing_levels(self, needed, options=None):
         """The levels of `needed` this backbone lacks, in order."""

@@ -208,3 +208,48 @@ def draw_predictions(image, results, out_path):
     with replacing(out_path, "wb") as handle:
         canvas.save(handle, format="PNG")
     return out_path
+
+
+def class_colours(count):
+    """(count, 3) uint8 colours, class 0 black: PASCAL VOC's palette (bits of the class id spread over R, G, B)."""
+    import numpy as np
+
+    colours = np.zeros((count, 3), np.uint8)
+    for c in range(count):
+        value, r, g, b = c, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (value & 1) << shift
+            g |= ((value >> 1) & 1) << shift
+            b |= ((value >> 2) & 1) << shift
+            value >>= 3
+        colours[c] = (r, g, b)
+    return colours
+
+
+def draw_segmentation(image, classes, class_names, out_path, alpha=0.55):
+    """Write a PNG of the image (at its own size) with each pixel's class (a (h, w) class map at any size,
+    resized by nearest neighbour) in its colour over it, the background left as it is, and a legend."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    pixels = np.asarray(image, dtype=np.uint8)
+    canvas = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
+    scale = max(1, 256 // max(canvas.size))  # small inputs (32-64 px) are enlarged so the legend stays readable
+    canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+    classes = np.asarray(classes)
+    rows = (np.arange(canvas.height) * classes.shape[0] // canvas.height).clip(0, classes.shape[0] - 1)
+    cols = (np.arange(canvas.width) * classes.shape[1] // canvas.width).clip(0, classes.shape[1] - 1)
+    mapped = classes[rows][:, cols]
+    palette = class_colours(max(len(class_names), int(mapped.max()) + 1))
+    base = np.asarray(canvas, np.float32)
+    blended = np.where((mapped > 0)[..., None], (1 - alpha) * base + alpha * palette[mapped], base)
+    canvas = Image.fromarray(blended.round().astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    shown = [int(c) for c in np.unique(mapped) if c > 0]
+    for i, c in enumerate(shown):
+        name = class_names[c] if c < len(class_names) else str(c)
+        draw.rectangle([2, 2 + 12 * i, 10, 10 + 12 * i], fill=tuple(int(v) for v in palette[c]))
+        draw.text((13, 12 * i), name, fill=(255, 255, 255))
+    with replacing(out_path, "wb") as handle:
+        canvas.save(handle, format="PNG")
+    return out_path

@@ -74,6 +74,10 @@ class Task:
         """The pydantic class that validates a `head:` section (tasks with several heads choose by its name)."""
         return cls.Options
 
+    def label_names(self, class_names):
+        """The names of the model's output classes given the dataset's (segmentation adds the background)."""
+        return list(class_names)
+
     def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):
         """Return the keras.Model for this task on the named backbone (options: the backbone's)."""
         raise NotImplementedError

@@ -74,12 +74,21 @@ def _common(recipe, num_classes, one_hot):
                 max_instances=data.max_instances)
 
 
+def model_class_names(recipe, source):
+    """The names of the model's classes: the source's, as the recipe's task counts them (segmentation adds the
+    background first); [] for a source without names."""
+    from convforge.tasks import get_task
+
+    names = list(getattr(source, "class_names", None) or [])
+    return get_task(recipe.task, recipe.head).label_names(names) if names else []
+
+
 def plain_train_dataset(recipe):
     """The training split as the model sees it at inference: no augmentation, no shuffle (int8 calibration)."""
     from convforge.data import build_dataset
 
     source = open_source(recipe.data.train, recipe.data.strict)
-    num_classes = recipe.model.num_classes or len(getattr(source, "class_names", None) or [])
+    num_classes = recipe.model.num_classes or len(model_class_names(recipe, source))
     return build_dataset(source, training=False, cache=False, **_common(recipe, num_classes, False))
 
 
@@ -110,7 +119,7 @@ def val_split(recipe):
 
     data = recipe.data
     train_source = open_source(data.train, data.strict)
-    class_names = list(getattr(train_source, "class_names", None) or [])
+    class_names = model_class_names(recipe, train_source)
     if data.val is None:
         return None, class_names, None
     val_source = open_source(data.val, data.strict)
@@ -130,7 +139,7 @@ def datasets_for_recipe(recipe, task, skip_epochs=0):
     augment = [{a.name: a.kwargs} if a.kwargs else a.name for a in data.augment]
     train_source = open_source(data.train, data.strict)
     val_source = open_source(data.val, data.strict) if data.val is not None else None
-    class_names = list(getattr(train_source, "class_names", None) or [])
+    class_names = model_class_names(recipe, train_source)
     num_classes = recipe.model.num_classes or len(class_names)
     if not num_classes:
         raise DataError(f"{recipe.name}: the training data has no class names; set model.num_classes")
