@@ -138,6 +138,18 @@ def test_a_recipe_trains_with_class_maps_from_polygons_and_exports(tmp_path, mon
     assert labels.dtype == np.uint8 and labels.shape[1:] == tuple(recipe.model.input_shape[:2])
     assert set(np.unique(labels)) <= {0, 1, 2, 3, 4} and (labels == 0).mean() > 0.2 and (labels > 0).any()
 
+    # `convforge evaluate --out` writes the same numbers under the task's own names; `predict --out` draws.
+    from convforge.cli import main as cli_main
+    from convforge.runs import evaluate
+
+    evaluate(run, out=tmp_path / "eval")
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["mean_iou"] == pytest.approx(metrics["val_mean_iou"])
+    assert set(written["iou_per_class"]) == set(names) and 0 <= written["pixel_accuracy"] <= 1
+    image = sorted((tmp_path / "shapes").rglob("*.png"))[0]
+    assert cli_main(["predict", str(run / "model.keras"), str(image), "--out", str(tmp_path / "drawn")]) == 0
+    assert (tmp_path / "drawn" / f"{image.stem}.png").exists()
+
     model = convforge.tasks.load_model(run / "model.keras")
     exported = convforge.export(model, tmp_path / "export", formats=["tflite", "onnx"],
                                 inputs_for_check=np.asarray(images[:4]), progress=None, latency_runs=0)
