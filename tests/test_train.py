@@ -95,10 +95,13 @@ def test_every_shipped_recipe_trains_one_epoch(recipe_path, shapes_dir, tmp_path
     assert metrics["epochs_completed"] == 1
     assert metrics["replicas"] == 1
     # Each task's headline metric and its companions; detection's are COCO's.
-    expected = {"loss", "val_loss"} | ({"val_AP", "val_AP50", "val_AP75", "val_AR100"} if recipe.task == "detection"
-                                       else {"val_accuracy"})
-    if recipe.task == "localization":
-        expected |= {"val_iou", "val_accuracy_at_iou50", "box_iou", "val_box_iou"}
+    from convforge.tasks import task_class
+
+    companions = {"detection": {"val_AP", "val_AP75", "val_AR100"},
+                  "localization": {"val_accuracy", "val_iou", "box_iou", "val_box_iou"},
+                  "segmentation": {"val_pixel_accuracy", "mean_iou"}}
+    expected = {"loss", "val_loss", f"val_{task_class(recipe.task).headline_metric}"}
+    expected |= companions.get(recipe.task, {"val_accuracy"})
     assert expected <= set(metrics), sorted(metrics)
     assert all(math.isfinite(metrics[k]) for k in expected)
     assert len(history_rows(run_dir)) == 1
