@@ -61,6 +61,12 @@ def test_a_dilated_resnet_keeps_its_receptive_field_at_a_smaller_stride():
                                                        **small).count_params()
 
 
+def test_the_public_build_model_takes_the_decoder_and_upsampling():
+    model = convforge.build_model("vgg11_bn", task="segmentation", head="fcn8s", num_classes=5, input_shape=(64, 64, 3),
+                                  upsampling="bilinear", **VGG)
+    assert model.output.shape == (None, 64, 64, 5) and model.get_layer("up_image_resize") is not None
+
+
 def test_unpool_needs_max_pool_switches_and_says_which_backbones_have_them():
     task = get_task("segmentation", {"name": "unet", "upsampling": "unpool"})
     with pytest.raises(ModelError, match="upsampling 'unpool' needs a 2x2 max-pool .* accepted: a backbone that "
