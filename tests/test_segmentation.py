@@ -144,6 +144,20 @@ def test_a_recipe_trains_with_class_maps_from_polygons_and_exports(tmp_path, mon
     assert labels.dtype == np.uint8 and labels.shape[1:] == tuple(recipe.model.input_shape[:2])
     assert set(np.unique(labels)) <= {0, 1, 2, 3, 4} and (labels == 0).mean() > 0.2 and (labels > 0).any()
 
+    # A fresh process reads the model back (the decoder's initializer and layers register with convforge's heads),
+    # an unpooling UNet's too.
+    import subprocess
+    import sys
+
+    unpool = get_task("segmentation", {"name": "unet", "upsampling": "unpool", "channels": 4}).build_model(
+        "vgg11_bn", (32, 32, 3), 5, VGG)
+    unpool.save(tmp_path / "unpool.keras")
+    for path in (run / "model.keras", tmp_path / "unpool.keras"):
+        loaded = subprocess.run([sys.executable, "-c", "import sys; from convforge.modelfile import load_model; "
+                                 "print(load_model(sys.argv[1]).output.shape)", str(path)],
+                                capture_output=True, text=True, timeout=300)
+        assert loaded.returncode == 0 and ", 5)" in loaded.stdout, loaded.stderr[-2000:]
+
     # `convforge evaluate --out` writes the same numbers under the task's own names; `predict --out` draws.
     from convforge.cli import main as cli_main
     from convforge.runs import evaluate
