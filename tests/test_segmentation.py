@@ -177,13 +177,21 @@ def test_a_recipe_trains_with_class_maps_from_polygons_and_exports(tmp_path, mon
         assert entry["check"]["status"] == "passed" and entry["check"]["max_abs_diff"] <= 1e-4, entry
 
 
-def test_mixed_bfloat16_trains_with_float32_probabilities():
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_and_its_float32_copy_exports_to_int8(policy, tmp_path):
+    """The paths a bf16 CPU or a GPU takes, and full int8: float32 probabilities, a falling loss, and the float32
+    copy's TFLite fp32 equal to Keras and int8 running in LiteRT with the same output shape."""
     task = get_task("segmentation", {"name": "fcn8s", "upsampling": "bilinear"})
-    model = task.build_model("vgg11_bn", (32, 32, 3), 3, VGG, dtype="mixed_bfloat16")
-    assert model.output.dtype == "float32" and any(la.compute_dtype == "bfloat16" for la in model.layers)
+    model = task.build_model("vgg11_bn", (32, 32, 3), 3, VGG, dtype=policy)
+    assert model.output.dtype == "float32" and any(la.compute_dtype == policy[6:] for la in model.layers)
     model.compile(optimizer=keras.optimizers.Adam(0.01), **task.compile_args(model))
     x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32")
     y = (x[..., 0] > 0).astype("uint8") + (x[..., 1] > 1).astype("uint8")
     history = model.fit(x, y, epochs=4, batch_size=8, verbose=0).history
     assert np.all(np.isfinite(history["loss"])) and history["loss"][-1] < history["loss"][0]
     assert 0 <= history["mean_iou"][-1] <= 1
+    result = convforge.export(model, tmp_path / policy, formats=["tflite", "tflite_int8"], representative=x,
+                              progress=None, latency_runs=0)
+    checks = {a["format"]: a["check"] for a in result["card"]["artifacts"]}
+    assert result["card"]["precision"]["trained"] == policy and checks["tflite"]["status"] == "passed"
+    assert checks["tflite_int8"]["output_shapes"] == {"probabilities": [32, 32, 3]}
