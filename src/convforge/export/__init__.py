@@ -363,9 +363,9 @@ def _offering_python_nms(model, convert):
     try:
         return convert()
     except ExportError as error:
-        from convforge.layers.nms import NonMaxSuppression
+        from convforge.export.detection_postprocess import nms_layers
 
-        if not any(isinstance(layer, NonMaxSuppression) for layer in model._flatten_layers()):
+        if not nms_layers(model):
             raise
         raise ExportError(f"{error}; or, for this detector, nms='python' (CLI: convforge export --nms python): "
                           f"the artifacts end before NMS, and convforge.export.apply_nms(outputs, card) runs the "

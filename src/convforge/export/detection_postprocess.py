@@ -25,11 +25,16 @@ OUTPUTS = ("boxes", "scores", "classes", "num_detections")
 _MIN_SIZE = 1e-12
 
 
-def nms_layer(model):
-    """The model's NonMaxSuppression layer, when its four outputs are the model's outputs; else ExportError."""
+def nms_layers(model):
+    """Every NonMaxSuppression layer of a model (nested models included)."""
     from convforge.layers.nms import NonMaxSuppression
 
-    found = [layer for layer in model._flatten_layers() if isinstance(layer, NonMaxSuppression)]
+    return [layer for layer in model._flatten_layers() if isinstance(layer, NonMaxSuppression)]
+
+
+def nms_layer(model):
+    """The model's NonMaxSuppression layer, when its four outputs are the model's outputs; else ExportError."""
+    found = nms_layers(model)
     outputs = model.output if isinstance(model.output, dict) else {}
     if len(found) != 1 or set(outputs) != set(OUTPUTS):
         raise ExportError(f"tflite_postprocess_op replaces a detector's NonMaxSuppression layer with {OP_NAME}, "
