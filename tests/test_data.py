@@ -244,6 +244,91 @@ def test_voc(tmp_path):
         data.voc(tmp_path, "val")
 
 
+
+def _palette_png(path, values):
+    image = Image.fromarray(np.asarray(values, np.uint8), mode="P")
+    image.putpalette([v for k in range(256) for v in (k, 255 - k, (7 * k) % 256)])
+    image.save(path)
+
+
+def _voc_masks(root):
+    """Two 40x32 VOC segmentation images: dog and two people with a void border, and one cat."""
+    for d in ("JPEGImages", "ImageSets/Segmentation", "SegmentationClass", "SegmentationObject"):
+        (root / d).mkdir(parents=True)
+    dog, person, cat = (data.VOC_CLASSES.index(n) + 1 for n in ("dog", "person", "cat"))
+    classes, objects = np.zeros((2, 32, 40), np.uint8), np.zeros((2, 32, 40), np.uint8)
+    classes[0, 2:10, 3:12], objects[0, 2:10, 3:12] = dog, 1
+    classes[0, 12:20, 14:20], objects[0, 12:20, 14:20] = person, 2
+    classes[0, 12:20, 22:30], objects[0, 12:20, 22:30] = person, 3
+    classes[0, 11, 14:20] = objects[0, 11, 14:20] = 255
+    classes[1, 5:15, 5:25], objects[1, 5:15, 5:25] = cat, 1
+    for k, name in enumerate(("a", "b")):
+        Image.new("RGB", (40, 32), (40 * k, 90, 160)).save(root / f"JPEGImages/{name}.jpg")
+        _palette_png(root / f"SegmentationClass/{name}.png", classes[k])
+        _palette_png(root / f"SegmentationObject/{name}.png", objects[k])
+    (root / "ImageSets/Segmentation/train.txt").write_text("a\nb\n")
+    return classes
+
+
+def test_voc_masks_give_semantic_and_instance_objects(tmp_path):
+    from convforge.data.instances import rasterize
+
+    classes = _voc_masks(tmp_path)
+    semantic = data.voc(tmp_path, "train", masks="class")
+    assert [r["image_id"] for r in semantic] == ["a", "b"]
+    first = semantic[0]["objects"]
+    # One object per class present (dog, person) and the void pixels as a crowd region.
+    assert [(o["category_id"], o["iscrowd"]) for o in first] == [(11, 0), (14, 0), (0, 1)]
+    for obj, value in zip(first, (12, 15, 255)):
+        assert np.array_equal(rasterize(obj["segmentation"], 32, 40, 32, 40), classes[0] == value)
+    assert first[1]["bbox"] == [14.0, 12.0, 16.0, 8.0] and first[1]["area"] == 112.0
+    assert semantic[0]["label"] == 14  # the largest non-crowd object: the two people's pixels together
+
+    instances = data.voc(tmp_path, "train", masks="object")
+    people = [o for o in instances[0]["objects"] if o["category_id"] == 14]
+    assert len(instances[0]["objects"]) == 3 and [o["bbox"] for o in people] == [[14.0, 12.0, 6.0, 8.0],
+                                                                                [22.0, 12.0, 8.0, 8.0]]
+    assert all(o["iscrowd"] == 0 for o in instances[0]["objects"])
+
+    # Bad masks are skipped with their reason (or rejected under strict); a bad option names what is accepted.
+    _palette_png(tmp_path / "SegmentationClass/b.png", np.full((32, 40), 40, np.uint8))
+    with pytest.raises(DataError, match="b.jpg.*40.*not class numbers 1..20"):
+        data.voc(tmp_path, "train", masks="class", strict=True)
+    _palette_png(tmp_path / "SegmentationClass/b.png", classes[1])
+    (tmp_path / "SegmentationObject/a.png").unlink()
+    records, caught = _load_quietly(data.voc, tmp_path, "train", masks="object")
+    assert len(records) == 1 and "not found" in dict(records.skipped)[str(tmp_path / "JPEGImages/a.jpg")]
+    with pytest.raises(DataError, match="masks='instances'.*'class', 'object'"):
+        data.voc(tmp_path, "train", masks="instances")
+    with pytest.raises(DataError, match="class numbers, not names"):
+        data.voc(tmp_path, "train", classes="found", masks="class")
+
+
+def test_the_voc_segmentation_template_reads_masks_into_class_maps_and_trains(tmp_path, monkeypatch):
+    """The template for users' VOC folders: VOC's numbers become the run's class ids (background 0 first), void
+    the ignore label, and it trains a step once its paths point at real files."""
+    import convforge
+    from convforge.errors import RecipeError
+    from convforge.recipes import load_recipe
+    from convforge.train.datasets import val_data
+
+    monkeypatch.chdir(tmp_path)
+    template = os.path.join(os.path.dirname(__file__), "..", "recipes", "templates", "deeplab_resnet50_voc.yaml")
+    with pytest.raises(RecipeError, match="not found"):  # as shipped, the placeholders name no files
+        load_recipe(template)
+    classes = _voc_masks(tmp_path / "voc")
+    sets = [f"data.train.root={tmp_path}/voc", f"data.val.root={tmp_path}/voc", "data.val.split=train",
+            "model.input_shape=[32,40,3]", "model.options={depths: [1,1,1,1], widths: [8,16,32,64], "
+            "output_stride: 16}", "head.channels=8", "data.batch_size=2", "data.augment=[]", "train.epochs=1",
+            "train.steps_per_epoch=1", "train.schedule=constant", "export.formats=[saved_model]"]
+    recipe = load_recipe(template, overrides=sets)
+    _, labels = next(iter(val_data(recipe)[0]))
+    assert np.array_equal(np.asarray(labels), classes)
+    result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
+    metrics = json.loads(open(os.path.join(result["run_dir"], "metrics.json")).read())
+    assert np.isfinite(metrics["loss"]) and 0 <= metrics["val_mean_iou"] <= 1
+
+
 # --- tfrecord -------------------------------------------------------------------------------------------------
 
 def test_tfrecord_round_trip(train, tmp_path):

@@ -264,6 +264,10 @@ class VocSource(_FileSource):
     source: Literal["voc"]
     root: str
     split: Literal["train", "val", "trainval", "test"] = "train"
+    masks: Optional[Literal["class", "object"]] = Field(
+        None, description="read the segmentation split's mask PNGs (SegmentationClass/, and SegmentationObject/ for "
+                          "'object') instead of Annotations/ boxes: 'class' for semantic segmentation, 'object' "
+                          "for instances")
 
 
 class ImageFolderSource(_FileSource):

@@ -39,7 +39,7 @@ def open_source(source_cfg, strict):
     elif name == "coco":
         spec = {"source": "coco", "annotations": cfg["annotations"], "images_root": cfg["images"], "strict": strict}
     elif name == "voc":
-        spec = {"source": "voc", "root": cfg["root"], "split": cfg["split"], "strict": strict}
+        spec = {"source": "voc", "root": cfg["root"], "split": cfg["split"], "masks": cfg["masks"], "strict": strict}
     elif name == "image_folder":
         spec = {"source": "image_folder", "path": cfg["path"], "strict": strict}
     elif name == "tfrecord":
