@@ -3,14 +3,15 @@ Badrinarayanan et al., TPAMI 2017; Zeiler and Fergus' switches, ECCV 2014).
 
 Indices follow PyTorch's `MaxPool2d(return_indices=True)`: per image and channel, the flat position y * W + x of
 the maximum in the pooled input (H, W), int32. Both layers are plain keras.ops on non-overlapping windows (stride
-= pool size, the SegNet case): strided slices, a max over the k x k window members and the first member equal to
-it, comparisons and interleaving reshapes, so they run on every backend and convert to TFLite builtins and ONNX,
-unlike `tf.nn.max_pool_with_argmax` (a TFLite custom op).
+= pool size, the SegNet case): max-pools, nearest-neighbour repeats, comparisons and selects, so they run on
+every backend and convert to TFLite builtins and ONNX, unlike `tf.nn.max_pool_with_argmax` (a TFLite custom op).
 """
 import keras
 from keras import ops
 
 from convforge.errors import ModelError
+
+_EXACT = 2 ** 24  # float32 holds every integer flat index up to here
 
 
 def _pool_size(value, name):
@@ -22,11 +23,15 @@ def _pool_size(value, name):
     return int(size[0])
 
 
-def _cell_origins(rows, cols, k, width):
-    """(rows, cols, 1) int32: the flat index y * width + x of each window's top-left input pixel."""
-    y = ops.arange(rows, dtype="int32")[:, None] * k
-    x = ops.arange(cols, dtype="int32")[None, :] * k
-    return (y * width + x)[:, :, None]
+def _flat_positions(height, width, row_length):
+    """(height, width, 1) int32: each pixel's flat index y * row_length + x."""
+    y = ops.arange(height, dtype="int32")[:, None] * row_length
+    return (y + ops.arange(width, dtype="int32")[None, :])[:, :, None]
+
+
+def _spread(x, k):
+    """Each pixel of x repeated over a k x k block (nearest-neighbour upsampling by k)."""
+    return ops.repeat(ops.repeat(x, k, axis=1), k, axis=2)
 
 
 @keras.saving.register_keras_serializable(package="convforge")
@@ -41,15 +46,19 @@ class MaxPoolWithArgmax(keras.layers.Layer):
     def call(self, x):
         k = self.pool_size
         height, width = x.shape[1], x.shape[2]
+        if height * width > _EXACT:
+            raise ModelError(f"{self.name}: {height} x {width} is more pixels than the indices are exact for "
+                             f"({_EXACT}); accepted: a map of at most {_EXACT} pixels")
         rows, cols = height // k, width // k
-        # The k*k members of every window, window position i*k + j last: (B, rows, cols, C, k*k).
-        members = ops.stack([x[:, i:i + rows * k:k, j:j + cols * k:k, :] for i in range(k) for j in range(k)], -1)
-        values = ops.max(members, axis=-1)
-        # The first window member equal to the max (argmax's choice): keras.ops.argmax adds a BitwiseAnd on the
-        # TensorFlow backend, which TFLite builtins cannot hold.
-        positions = ops.arange(k * k, dtype="int32")
-        local = ops.min(ops.where(ops.equal(members, values[..., None]), positions, k * k), axis=-1)
-        index = _cell_origins(rows, cols, k, width) + (local // k) * width + local % k
+        x = x[:, :rows * k, :cols * k, :]
+        values = ops.max_pool(x, k, k, padding="valid")
+        # argmax's choice is the window's first member equal to the max (ties included): the smallest flat index
+        # among the window's maxima, found as a max-pool of (H W - index) where x equals the max. In float32 that
+        # is exact to 2**24 pixels. Pools, repeats and selects are cheaper than stacking the k*k members and are
+        # builtins everywhere (keras.ops.argmax adds a BitwiseAnd on TensorFlow that TFLite builtins cannot hold).
+        flat = ops.cast(_flat_positions(rows * k, cols * k, width), "float32")
+        score = ops.where(ops.equal(x, _spread(values, k)), float(height * width) - flat, 0.0)
+        index = height * width - ops.cast(ops.max_pool(score, k, k, padding="valid"), "int32")
         return values, index
 
     def compute_output_spec(self, x):
@@ -86,17 +95,12 @@ class MaxUnpool(keras.layers.Layer):
         k = self.pool_size
         rows, cols = values.shape[1], values.shape[2]
         height, width = self._size(rows, cols)
-        offset = ops.cast(index, "int32") - _cell_origins(rows, cols, k, width)
-        row, col = offset // width, offset % width
-        inside = ops.logical_and(ops.logical_and(row >= 0, row < k), col < k)
-        local = ops.where(inside, row * k + col, -1)  # position inside the window, i * k + j
-        zeros = ops.zeros_like(values)
-        planes = [ops.where(ops.equal(local, p), values, zeros) for p in range(k * k)]
-        # Interleave the k*k planes back into the k x k windows: row i of every window, then the window rows.
-        channels = values.shape[3]
-        window_rows = [ops.reshape(ops.stack(planes[i * k:(i + 1) * k], axis=3), (-1, rows, cols * k, channels))
-                       for i in range(k)]
-        out = ops.reshape(ops.stack(window_rows, axis=2), (-1, rows * k, cols * k, channels))
+        # Every value spread over its window and kept only at the pixel whose flat index was recorded: repeats,
+        # a comparison and a select (a scatter would be a TFLite custom op). An index outside its own window
+        # matches no pixel of it.
+        chosen = ops.equal(_spread(ops.cast(index, "int32"), k), _flat_positions(rows * k, cols * k, width))
+        spread = _spread(values, k)
+        out = ops.where(chosen, spread, ops.zeros_like(spread))
         if (height, width) != (rows * k, cols * k):
             out = ops.pad(out, [[0, 0], [0, height - rows * k], [0, width - cols * k], [0, 0]])
         return out
