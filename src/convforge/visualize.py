@@ -253,3 +253,16 @@ def draw_segmentation(image, classes, class_names, out_path, alpha=0.55):
     with replacing(out_path, "wb") as handle:
         canvas.save(handle, format="PNG")
     return out_path
+
+
+def draw_instances(image, results, masks, out_path, alpha=0.5):
+    """Write a PNG of the image with each result's mask ((N, H, W) bool at the image's size) in its own colour,
+    then its box, class and score drawn as draw_predictions draws them."""
+    import numpy as np
+
+    pixels = np.asarray(image, dtype=np.uint8)
+    canvas = np.asarray(pixels[..., :1].repeat(3, -1) if pixels.shape[-1] == 1 else pixels, np.float32)
+    palette = class_colours(len(results) + 2)[2:]  # distinct non-black colours, one per instance
+    for mask, colour in zip(np.asarray(masks, bool), palette):
+        canvas = np.where(mask[..., None], (1 - alpha) * canvas + alpha * colour, canvas)
+    return draw_predictions(canvas.round().astype(np.uint8), results, out_path)

@@ -30,7 +30,8 @@ def ground_truth(records):
             x, y, w, h = (float(v) for v in o["bbox"])
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                 "category_id": int(category_ids[o["category_id"]]), "bbox": [x, y, w, h],
-                                "area": float(o.get("area") or w * h), "iscrowd": int(bool(o.get("iscrowd")))})
+                                "area": float(o.get("area") or w * h), "iscrowd": int(bool(o.get("iscrowd"))),
+                                **({"segmentation": o["segmentation"]} if o.get("segmentation") else {})})
     categories = [{"id": int(c), "name": str(n)} for c, n in zip(category_ids, records.class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -61,9 +62,10 @@ def detections_to_coco(image_id, width, height, boxes, scores, classes, category
     return results
 
 
-def coco_metrics(gt, detections):
-    """COCOeval's bbox summary for ground truth `gt` (a COCO dict or the path of its JSON) and a list of COCO
-    result dicts, as {"AP": ..., "AP50": ..., ...}; -1 where COCO has nothing to average (no small objects)."""
+def coco_metrics(gt, detections, iou_type="bbox"):
+    """COCOeval's summary for ground truth `gt` (a COCO dict or the path of its JSON) and a list of COCO result
+    dicts, as {"AP": ..., "AP50": ..., ...}; -1 where COCO has nothing to average (no small objects). iou_type:
+    "bbox" (results with boxes) or "segm" (results with RLE masks)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -83,14 +85,14 @@ def coco_metrics(gt, detections):
             return {name: 0.0 for name in STAT_NAMES}
         # loadRes writes area, id and more into each result dict it is given: it gets copies.
         coco_dt = coco_gt.loadRes([dict(d) for d in detections])
-        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
 
 
-def evaluate_detections(model, batches, class_names=(), source=None, out_dir=None):
+def evaluate_detections(model, batches, class_names=(), source=None, out_dir=None, masks=False, mask_threshold=0.5):
     """COCO metrics of a detector (outputs boxes, scores, classes, num_detections) over (images, padded
     targets) batches, with "count" (images), "detections" and, where there is one, "annotations": the COCO
     ground-truth file they were scored against.
@@ -102,13 +104,15 @@ def evaluate_detections(model, batches, class_names=(), source=None, out_dir=Non
     ground truth, in pixels of the model input, with images numbered by position. out_dir: given Records,
     detections.json (COCO results) is written there, and annotations.json when the ground truth had no file;
     without them there are no original ids and sizes to write results in, so nothing is written.
+    masks: the model also outputs `masks` (B, N, M, M) in its boxes' frames (Mask R-CNN): they are pasted into
+    each image, scored as COCO `segm` (AP, AP50, ...; box AP as box_AP, ...) and written as segmentations.json.
     """
     from convforge.atomic import write_json
     from convforge.data.records import Records
 
     records = source if isinstance(source, Records) else None
     category_ids = records.category_ids if records is not None else None
-    results, padded, index, width, height = [], [], 0, 0, 0
+    results, segments, padded, index, width, height = [], [], [], 0, 0, 0
     for images, targets in batches:
         height, width = (int(v) for v in images.shape[1:3])
         out = {k: np.asarray(v) for k, v in model(images, training=False).items()}
@@ -125,8 +129,11 @@ def evaluate_detections(model, batches, class_names=(), source=None, out_dir=Non
                 image_id, size = image_id_of(r, index - 1), (int(r["width"]), int(r["height"]))
             else:
                 continue  # more images than records: refused below
-            results += detections_to_coco(image_id, *size, out["boxes"][b], out["scores"][b], out["classes"][b],
-                                          category_ids, out["num_detections"][b])
+            found = detections_to_coco(image_id, *size, out["boxes"][b], out["scores"][b], out["classes"][b],
+                                       category_ids, out["num_detections"][b])
+            results += found
+            if masks:
+                segments += masks_to_coco(found, out["masks"][b], out["boxes"][b], size, mask_threshold)
     if records is not None and index != len(records):
         raise DataError(f"{records.source or 'the val source'} has {len(records)} images but its pipeline gave "
                         f"{index}, so detections cannot be matched to their images; expected every image to "
@@ -137,26 +144,57 @@ def evaluate_detections(model, batches, class_names=(), source=None, out_dir=Non
     else:
         gt = annotations or ground_truth(records)
     metrics = coco_metrics(gt, results)
+    if masks:
+        # Masks are what an instance segmenter is judged by: segm AP under COCO's names, box AP beside it.
+        metrics = {**coco_metrics(gt, segments, "segm"), **{f"box_{k}": v for k, v in metrics.items()}}
     if out_dir is not None and records is not None:
         if annotations is None:
             annotations = os.path.join(os.fspath(out_dir), "annotations.json")
             write_json(annotations, gt, indent=None)
         write_json(os.path.join(os.fspath(out_dir), "detections.json"), results, indent=None)
+        if masks:
+            write_json(os.path.join(os.fspath(out_dir), "segmentations.json"), segments, indent=None)
     return {**metrics, "count": index, "detections": len(results),
             **({"annotations": os.path.abspath(annotations)} if annotations else {})}
 
 
+def masks_to_coco(found, masks, boxes, size, threshold=0.5):
+    """COCO segm results for one image's box results `found` (detections_to_coco, in order) from their masks
+    (N, M, M) in the boxes' frames, pasted into the width x height image and run-length encoded."""
+    from convforge.heads.mask_rcnn import paste_masks
+
+    n = len(found)
+    pasted = paste_masks(np.asarray(masks)[:n], np.asarray(boxes)[:n], size[1], size[0], threshold)
+    segments = []
+    for result, mask in zip(found, pasted):
+        segments.append({"image_id": result["image_id"], "category_id": result["category_id"],
+                         "segmentation": _rle(mask), "score": result["score"]})
+    return segments
+
+
+def _rle(mask):
+    """A 0/1 (H, W) mask as COCO compressed RLE, JSON-ready."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
 def padded_ground_truth(padded, width, height, class_names=()):
-    """The COCO ground-truth dict of padded targets [(image_id, {"boxes", "classes", "is_crowd", "valid"})] of
-    width x height model inputs, categories numbered from 0 (named by class_names where given)."""
+    """The COCO ground-truth dict of padded targets [(image_id, {"boxes", "classes", "is_crowd", "valid"} and
+    optionally "masks" (M, H, W))] of width x height model inputs, categories numbered from 0 (named by
+    class_names where given)."""
     images, annotations = [], []
     for image_id, t in padded:
         images.append({"id": image_id, "width": width, "height": height})
         valid = t["valid"]
-        for box, cls, crowd in zip(t["boxes"][valid], t["classes"][valid], t["is_crowd"][valid]):
+        masks = t["masks"][valid] if "masks" in t else [None] * int(valid.sum())
+        for box, cls, crowd, mask in zip(t["boxes"][valid], t["classes"][valid], t["is_crowd"][valid], masks):
             x, y, w, h = coco_bbox(box, width, height)
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls),
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(crowd)})
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(crowd),
+                                **({} if mask is None else {"segmentation": _rle(mask)})})
     names = list(class_names) or [str(k) for k in range(1 + max([a["category_id"] for a in annotations] or [0]))]
     return {"images": images, "annotations": annotations,
             "categories": [{"id": k, "name": str(n)} for k, n in enumerate(names)]}

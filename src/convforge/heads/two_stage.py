@@ -104,8 +104,9 @@ def level_sizes(spec):
     return [spec["base_sizes"][lv] * scale / math.sqrt(height * width) for lv in spec["strides"]]
 
 
-def faster_rcnn(features, num_classes, spec, options, head_dtype=None):
-    """The training model's raw output (B, T) (see the module docstring) from {level: feature map}."""
+def stages(features, num_classes, spec, options, head_dtype=None):
+    """Both stages on {level: feature map}: {"rpn", "proposals", "maps" (RoIAlign's inputs), "head", "keys",
+    "spec"} (the spec completed with num_classes, anchors and proposals), for a raw output to join."""
     levels = list(spec["strides"])
     if options.fpn:
         features = feature_pyramid(features, levels, options.channels)
@@ -119,10 +120,29 @@ def faster_rcnn(features, num_classes, spec, options, head_dtype=None):
     anchors, count = int(rpn.shape[1]), int(proposals.shape[1])
     keys = SamplingKeys(anchors + count, name="sampling_keys", dtype=head_dtype)(rpn)
     spec = {**spec, "num_classes": int(num_classes), "anchors": anchors, "proposals": count}
-    flat = [layers.Reshape((anchors * 5,), name="rpn_flat")(rpn),
-            layers.Reshape((count * 4,), name="proposals_flat")(proposals),
-            layers.Reshape((count * (5 * num_classes + 1),), name="box_head_flat")(head), keys]
-    return RawDetections(HEAD, spec, axis=-1, dtype=head_dtype)(flat)
+    return {"rpn": rpn, "proposals": proposals, "maps": maps, "head": head, "keys": keys, "spec": spec}
+
+
+def raw_output(name, parts, extra=(), head_dtype=None):
+    """The raw output (B, T) of `stages`' parts (see the module docstring), then any `extra` flat (B, n) tensors,
+    in a RawDetections layer carrying the head's name and spec."""
+    spec = parts["spec"]
+    anchors, count, k = spec["anchors"], spec["proposals"], spec["num_classes"]
+    flat = [layers.Reshape((anchors * 5,), name="rpn_flat")(parts["rpn"]),
+            layers.Reshape((count * 4,), name="proposals_flat")(parts["proposals"]),
+            layers.Reshape((count * (5 * k + 1),), name="box_head_flat")(parts["head"]), parts["keys"], *extra]
+    return RawDetections(name, spec, axis=-1, dtype=head_dtype)(flat)
+
+
+def faster_rcnn(features, num_classes, spec, options, head_dtype=None):
+    """The training model's raw output (B, T) (see the module docstring) from {level: feature map}."""
+    return raw_output(HEAD, stages(features, num_classes, spec, options, head_dtype), head_dtype=head_dtype)
+
+
+def raw_size(spec):
+    """The length T of a Faster R-CNN raw output (where a Mask R-CNN's mask logits begin)."""
+    anchors, count, k = spec["anchors"], spec["proposals"], spec["num_classes"]
+    return anchors * 5 + count * 4 + count * (5 * k + 1) + anchors + count
 
 
 def unpack(raw, spec):
@@ -343,7 +363,9 @@ class TwoStageLoss(keras.losses.Loss):
         objects = ops.sum(ops.cast(valid, "float32"), axis=-1)
         recall = ops.sum(ops.cast(covered, "float32"), axis=-1) / ops.maximum(objects, 1.0)
         return {"rpn_objectness": objectness, "rpn_box": self.box_weight * rpn_box, "roi_class": roi_class,
-                "roi_box": self.box_weight * roi_box, "recall": recall, "objects": objects}
+                "roi_box": self.box_weight * roi_box, "recall": recall, "objects": objects,
+                # The second stage's assignment, for heads that learn more from the same proposals (masks).
+                "roi_positive": positive, "roi_owner": owner, "roi_object_class": cls}
 
     def call(self, y_true, y_pred):
         p = self.parts(y_true, y_pred)
@@ -366,16 +388,19 @@ STAGES = {"rpn_loss": ("rpn_objectness", "rpn_box"), "roi_loss": ("roi_class", "
 class StageMetric(keras.metrics.Mean):
     """The mean of one stage's loss (rpn_loss, roi_loss) or of the proposals' recall over training batches."""
 
+    loss_class = TwoStageLoss
+    stages = STAGES
+
     def __init__(self, loss_config, name="rpn_loss", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        if name not in STAGES:
-            raise ValueError(f"unknown stage metric {name!r}; accepted: {', '.join(STAGES)}")
+        if name not in self.stages:
+            raise ValueError(f"unknown stage metric {name!r}; accepted: {', '.join(self.stages)}")
         self.loss_config = dict(loss_config)
-        self._loss = TwoStageLoss(**{k: v for k, v in self.loss_config.items() if k not in ("reduction", "dtype")})
+        self._loss = self.loss_class(**{k: v for k, v in self.loss_config.items() if k not in ("reduction", "dtype")})
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         parts = self._loss.parts(y_true, y_pred)
-        value = sum(parts[p] for p in STAGES[self.name])
+        value = sum(parts[p] for p in self.stages[self.name])
         weight = parts["objects"] if self.name == "proposal_recall" else None
         return super().update_state(value, sample_weight=weight)
 

@@ -66,13 +66,8 @@ class RoIAlign(keras.layers.Layer):
         return crop(features, boxes, level)
 
     def _samples(self, boxes, height, width):
-        """Sample coordinates (B, R, n) along y and x in a map's cell-centre frame, n = pool_size * sampling_ratio:
-        sample k of n along a box side sits at (k + 0.5) / n of it."""
-        n = self.pool_size * self.sampling_ratio
-        steps = (np.arange(n, dtype="float32") + 0.5) / n
-        ys = (boxes[..., 0:1] + (boxes[..., 2:3] - boxes[..., 0:1]) * steps) * height - 0.5
-        xs = (boxes[..., 1:2] + (boxes[..., 3:4] - boxes[..., 1:2]) * steps) * width - 0.5
-        return ys, xs
+        """Sample coordinates (B, R, n) along y and x (see `samples`)."""
+        return samples(boxes, height, width, self.pool_size * self.sampling_ratio)
 
     def _gather(self, features, boxes, level):
         """Per sample, its 4 neighbours gathered from the flattened maps of every level (one table)."""
@@ -111,9 +106,7 @@ class RoIAlign(keras.layers.Layer):
         out = 0.0
         for index, f in enumerate(features):
             height, width, channels = f.shape[1:]
-            ys, xs = self._samples(boxes, float(height), float(width))
-            rows = _bin_weights(ys, height, p, s)  # (B, R, P, H)
-            cols = _bin_weights(xs, width, p, s)  # (B, R, P, W)
+            rows, cols = bin_weights(boxes, height, width, p, s)  # (B, R, P, H), (B, R, P, W)
             if len(features) > 1:
                 rows = rows * ops.cast(level == index, "float32")[..., None, None]
             grid = ops.reshape(f, (-1, 1, height, width * channels))
@@ -141,6 +134,22 @@ class RoIAlign(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "sampling_ratio": self.sampling_ratio,
                 "level_sizes": self.level_sizes, "method": self.method}
+
+
+def samples(boxes, height, width, n):
+    """Sample coordinates (B, R, n) along y and x of boxes (B, R, 4) normalized yxyx, in a height x width map's
+    cell-centre frame: sample k of n along a box side sits at (k + 0.5) / n of it."""
+    steps = (np.arange(n, dtype="float32") + 0.5) / n
+    ys = (boxes[..., 0:1] + (boxes[..., 2:3] - boxes[..., 0:1]) * steps) * height - 0.5
+    xs = (boxes[..., 1:2] + (boxes[..., 3:4] - boxes[..., 1:2]) * steps) * width - 0.5
+    return ys, xs
+
+
+def bin_weights(boxes, height, width, pool_size, sampling_ratio):
+    """RoIAlign as two linear maps: (rows (B, R, P, height), cols (B, R, P, width)) with each bin's averaged
+    bilinear weights, so that rows @ map @ cols^T is the (P, P) crop of one channel of a height x width map."""
+    ys, xs = samples(boxes, float(height), float(width), pool_size * sampling_ratio)
+    return (_bin_weights(ys, height, pool_size, sampling_ratio), _bin_weights(xs, width, pool_size, sampling_ratio))
 
 
 def _neighbours(coords, size):

@@ -100,5 +100,6 @@ def build_model(name, task="classification", num_classes=None, input_shape=None,
     spec = get_spec(name)
     dtype = options.pop("dtype", None)
     require_levels(spec.name, task_obj.levels, options, who=f"the {task_obj.name} head")
-    return task_obj.build_model(spec.name, input_shape, spec.num_classes if num_classes is None else num_classes,
-                                options, dtype=dtype)
+    model = task_obj.build_model(spec.name, input_shape, spec.num_classes if num_classes is None else num_classes,
+                                 options, dtype=dtype)
+    return task_obj.public_model(model)

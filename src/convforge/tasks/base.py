@@ -82,6 +82,10 @@ class Task:
         """Return the keras.Model for this task on the named backbone (options: the backbone's)."""
         raise NotImplementedError
 
+    def public_model(self, model):
+        """What convforge.build_model hands a user for the model `build_model` made: by default that model."""
+        return model
+
     def compile_args(self, model, label_smoothing=0.0, one_hot=False, aux_loss_weight=0.3):
         """Return keyword arguments for model.compile: loss, loss_weights, metrics."""
         raise NotImplementedError

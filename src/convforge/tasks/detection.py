@@ -164,11 +164,11 @@ HEADS = {"ssd": ("convforge.heads.single_shot", SSDOptions), "yolo": ("convforge
          "overfeat": ("convforge.heads.overfeat", OverFeatOptions), "rcnn": ("convforge.heads.rcnn", RCNNOptions)}
 
 
-def _head_module(name):
-    """The module implementing a detector head."""
+def _head_module(heads, name):
+    """The module implementing a head of a task's heads table."""
     import importlib
 
-    return importlib.import_module(HEADS[name][0])
+    return importlib.import_module(heads[name][0])
 
 
 @register_task
@@ -181,13 +181,17 @@ class Detection(Task):
     annotations = frozenset({"boxes"})
     Options = DetectionOptions
     parser = Parser(keeps_record=lambda r: True, keeps_example=lambda e: True, target=_instances)
+    heads = HEADS
+    default_head = "ssd"
+    output_keys = OUTPUT_KEYS
 
     @classmethod
     def options_class(cls, options):
         """The options class of the head a `head:` section names (the shared one for an unknown name, which
         then fails validation listing the heads)."""
-        name = (options or {}).get("name", "ssd") if isinstance(options, dict) else getattr(options, "name", "ssd")
-        return HEADS[name][1] if name in HEADS else DetectionOptions
+        default = cls.default_head
+        name = (options or {}).get("name", default) if isinstance(options, dict) else getattr(options, "name", default)
+        return cls.heads[name][1] if name in cls.heads else cls.Options
 
     @property
     def levels(self):
@@ -217,14 +221,14 @@ class Detection(Task):
         backbone = build_backbone(architecture, input_shape=input_shape, include_top=False, dtype=dtype,
                                   **(options or {}))
         with precision(dtype):
-            raw = _head_module(self.options.name).build(feature_levels(backbone), num_classes, spec, self.options,
+            raw = _head_module(self.heads, self.options.name).build(feature_levels(backbone), num_classes, spec, self.options,
                                                         head_dtype())
         return keras.Model(backbone.input, raw, name=f"{architecture}_{self.options.name}")
 
     def compile_args(self, model, label_smoothing=0.0, one_hot=False, aux_loss_weight=0.3):
         """The head's loss over the model's anchors (and the metrics of a head module that has `metrics`)."""
         spec = self.spec_of(model)
-        head = _head_module(self.options.name)
+        head = _head_module(self.heads, self.options.name)
         args = dict(loss=head.loss(spec, spec["num_classes"], self.options))
         if hasattr(head, "metrics"):
             args["metrics"] = head.metrics(spec, spec["num_classes"], self.options)
@@ -244,7 +248,7 @@ class Detection(Task):
 
         if self.recognizes(model):
             return model
-        outputs = _head_module(self.options.name).outputs(model.output, self.spec_of(model), self.options)
+        outputs = _head_module(self.heads, self.options.name).outputs(model.output, self.spec_of(model), self.options)
         return keras.Model(model.input, outputs, name=model.name)
 
     def spec_of(self, model):
@@ -264,7 +268,7 @@ class Detection(Task):
     @classmethod
     def recognizes(cls, model):
         """A dict output with boxes, scores, classes and num_detections."""
-        return isinstance(model.output, dict) and set(model.output) == set(OUTPUT_KEYS)
+        return isinstance(model.output, dict) and set(model.output) == set(cls.output_keys)
 
     def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
         """COCO AP (pycocotools) of the detections; given the val source's records, in the dataset's own ids and
