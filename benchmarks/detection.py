@@ -17,13 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = pathlib.Path(__file__).parent / "results"
-RUNS, WARMUP = 30, 3
-
-
-def _first_line(error):
-    """An exception as one short line for a table cell."""
-    text = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-    return f"{type(error).__name__}: {text[:160]}"
 
 
 def measure(recipe_path, train=False):
@@ -31,67 +24,46 @@ def measure(recipe_path, train=False):
     import keras
 
     import convforge
-    from convforge import convmath
-    from convforge.bench.export_speed import keras_runner, summarize, time_rounds
-    from convforge.export.verify import runner
+    from convforge.bench.export_speed import latencies_in_turns
+    from convforge.bench.recipe_runs import model_size, newest_run
+    from convforge.errors import one_line
     from convforge.modelfile import load_model
     from convforge.recipes import load_recipe
     from convforge.train.datasets import representative_images, val_data
-    from convforge.train.trainer import latest_run_dir
 
     recipe = load_recipe(recipe_path)
     row = {"recipe": recipe_path.name, "head": recipe.head["name"], "backbone": recipe.model.architecture,
            "input": "x".join(map(str, recipe.model.input_shape)), "error": None}
-    run = latest_run_dir(recipe.name)
-    if (run is None or not (run / "model.keras").exists()) and train:
-        print(f"{recipe.name}: training (no run yet)", flush=True)
-        run = pathlib.Path(convforge.train(recipe, verbose=0)["run_dir"])
-    if run is None or not (run / "model.keras").exists():
-        row["error"] = f"no trained run: convforge train {recipe_path.relative_to(ROOT)}"
-        return row
-    metrics = json.loads((run / "metrics.json").read_text())
+    run, metrics = newest_run(recipe, recipe_path, train, ROOT)
+    if run is None:
+        return {**row, "error": metrics}
     row.update(run=str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
                AP=metrics.get("val_AP"), AP50=metrics.get("val_AP50"), train_seconds=metrics.get("seconds"),
                epochs=metrics.get("epochs_completed"), precision=metrics.get("precision"))
     model = load_model(run / "model.keras")
-    counts = convmath.count_params(model)
-    row["params"] = counts["total"]
-    try:
-        row["macs"] = int(convmath.count_macs(model))
-    except Exception as error:  # a layer the MAC walker cannot follow leaves the cell empty, with the reason
-        row["macs_note"] = _first_line(error)
+    row.update(model_size(model))
     val, _ = val_data(recipe)
     image = next(iter(val))[0].numpy()[:1].astype("float32")
-    calls, names = [], []
-    keras_run, _ = keras_runner(model)
-    calls.append((keras_run, image))
-    names.append("keras")
+    paths = {}
     with tempfile.TemporaryDirectory(prefix="convforge-detection-bench-") as tmp:
         for fmt in ("tflite", "tflite_int8", "tflite_postprocess_op"):
             try:
                 rep = representative_images(recipe, 64) if fmt == "tflite_int8" else None
-                paths = convforge.export(model, pathlib.Path(tmp) / fmt, formats=[fmt], representative=rep,
-                                         verify=False, progress=None)["paths"]
-                run_fn, _ = runner(fmt, paths[fmt], 1)
-                run_fn(image)
-                calls.append((run_fn, image))
-                names.append(fmt)
+                paths.update(convforge.export(model, pathlib.Path(tmp) / fmt, formats=[fmt], representative=rep,
+                                              verify=False, progress=None)["paths"])
             except Exception as error:
-                row[f"{fmt}_note"] = _first_line(error)
-        times = time_rounds(calls, runs=RUNS, warmup=WARMUP, max_seconds=20.0)
-    for name, t in zip(names, times):
-        row[f"{name}_ms"] = summarize(t)["median"]
+                row[f"{fmt}_note"] = one_line(error)
+        times, notes = latencies_in_turns(model, image, paths)
+    row.update({f"{fmt}_note": note for fmt, note in notes.items()})
+    row.update({f"{name}_ms": ms for name, ms in times.items()})
     keras.backend.clear_session()
     return row
 
 
-def _cell(value, fmt="{}"):
-    """A table cell: the formatted value, or a dash when it is missing."""
-    return "–" if value is None else fmt.format(value)
-
-
 def render(result):
     """The Markdown table of the rows, with the machine under it."""
+    from convforge.numbers import cell
+
     lines = ["| detector | backbone, input | params | GMACs | AP | AP50 | train s (epochs) | Keras ms | "
              "TFLite fp32 ms | TFLite int8 ms | TFLite fp32, NMS op ms |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -101,10 +73,10 @@ def render(result):
             continue
         lines.append(
             f"| {r['head']} | {r['backbone']}, {r['input']} | {r['params']:,} | "
-            f"{_cell(r.get('macs') and r['macs'] / 1e9, '{:.3g}')} | {_cell(r['AP'], '{:.3f}')} | "
-            f"{_cell(r['AP50'], '{:.3f}')} | {_cell(r['train_seconds'], '{:.0f}')} ({r['epochs']}) | "
-            f"{_cell(r.get('keras_ms'), '{:.2f}')} | {_cell(r.get('tflite_ms'), '{:.2f}')} | "
-            f"{_cell(r.get('tflite_int8_ms'), '{:.2f}')} | {_cell(r.get('tflite_postprocess_op_ms'), '{:.2f}')} |")
+            f"{cell(r.get('macs') and r['macs'] / 1e9, '{:.3g}')} | {cell(r['AP'], '{:.3f}')} | "
+            f"{cell(r['AP50'], '{:.3f}')} | {cell(r['train_seconds'], '{:.0f}')} ({r['epochs']}) | "
+            f"{cell(r.get('keras_ms'), '{:.2f}')} | {cell(r.get('tflite_ms'), '{:.2f}')} | "
+            f"{cell(r.get('tflite_int8_ms'), '{:.2f}')} | {cell(r.get('tflite_postprocess_op_ms'), '{:.2f}')} |")
     notes = [f"- {r['head']}: {k.replace('_note', '')}: {v}" for r in result["rows"] for k, v in r.items()
              if k.endswith("_note")]
     machine = result["machine"]
@@ -119,6 +91,7 @@ def render(result):
 def main(argv=None):
     """Measure every shipped detection recipe (or those named) and write the JSON and Markdown tables."""
     from convforge.bench.compare import _machine
+    from convforge.errors import one_line
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="*", help="detection recipes (default: recipes/detection/*.yaml)")
@@ -131,7 +104,7 @@ def main(argv=None):
         try:
             row = measure(path, args.train)
         except Exception as error:  # one detector's failure is its row's, not the table's
-            row = {"recipe": path.name, "head": path.stem, "backbone": "", "input": "", "error": _first_line(error)}
+            row = {"recipe": path.name, "head": path.stem, "backbone": "", "input": "", "error": one_line(error)}
         rows.append(row)
         print(f"[{i}/{len(paths)}] {json.dumps(row)}", flush=True)
     result = {"machine": machine, "rows": rows}

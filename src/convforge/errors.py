@@ -28,3 +28,9 @@ def close_matches(value, accepted, n=3):
     if not matches:
         return ""
     return " (did you mean " + " or ".join(repr(m) for m in matches) + "?)"
+
+
+def one_line(error, limit=300):
+    """An exception as one short line (its type and first non-empty line), for a table cell or a progress line."""
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {text}"[:limit]

@@ -16,3 +16,8 @@ def sig(value, digits=3, missing="-"):
     if not isinstance(value, float):
         return str(value)
     return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
+
+
+def cell(value, fmt="{}"):
+    """A table cell: the value formatted, '–' where nothing was measured."""
+    return "–" if value is None else fmt.format(value)

@@ -24,8 +24,8 @@ import tempfile
 
 from convforge.atomic import replacing, write_text
 from convforge.bench.export_speed import keras_runner
-from convforge.errors import ConvforgeError, close_matches
-from convforge.numbers import si, sig
+from convforge.errors import ConvforgeError, close_matches, one_line
+from convforge.numbers import cell, si, sig
 from convforge.registry import get_spec, list_models
 from convforge.timing import Stopwatch
 
@@ -50,12 +50,6 @@ def select_models(patterns):
             raise ConvforgeError(f"no registered model matches {pattern!r}{hint}")
         names += [m for m in matches if m not in names]
     return names
-
-
-def _first_line(error):
-    """An exception as one short line for a table cell."""
-    text = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
-    return f"{type(error).__name__}: {text}"[:300]
 
 
 def measure_model(name, input_size=224, runs=LATENCY_RUNS, threads=None):
@@ -86,7 +80,7 @@ def measure_model(name, input_size=224, runs=LATENCY_RUNS, threads=None):
         row["keras_latency_ms"] = round(latency_ms(keras_run, sample, runs, WARMUP_RUNS), 3)
         keras_outputs = model(sample, training=False)
     except Exception as error:  # one model's failure is its row's, not the comparison's
-        row["error"] = _first_line(error)
+        row["error"] = one_line(error)
         keras.backend.clear_session()
         return row
     try:
@@ -101,7 +95,7 @@ def measure_model(name, input_size=224, runs=LATENCY_RUNS, threads=None):
             row["tflite_latency_ms"] = round(latency_ms(tflite_run, sample, runs, WARMUP_RUNS), 3)
             del tflite_run
     except Exception as error:
-        row["error"] = "tflite: " + _first_line(error)
+        row["error"] = "tflite: " + one_line(error)
     row["measure_seconds"] = round(clock.seconds, 1)
     del model, keras_run
     keras.backend.clear_session()
@@ -178,11 +172,6 @@ def train_model(name, recipe_path, overrides, run_root, target, printer=None):
     return row
 
 
-def _cell(value, fmt="{}"):
-    """A table cell: '–' where nothing was measured."""
-    return "–" if value is None else fmt.format(value)
-
-
 def format_markdown(result):
     """The comparison as a Markdown table with a line saying how and where it was measured."""
     settings, machine, rows = result["settings"], result["machine"], result["models"]
@@ -194,15 +183,15 @@ def format_markdown(result):
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 3) + "---|"]
     for r in rows:
         notes = [n for n in (r.get("note"), r.get("train_note"), r.get("error"), r.get("train_error")) if n]
-        cells = [r["name"], "x".join(map(str, r["input_shape"])), _cell(r.get("params"), "{:,}"),
+        cells = [r["name"], "x".join(map(str, r["input_shape"])), cell(r.get("params"), "{:,}"),
                  si(r["macs"]) if r.get("macs") is not None else "–", sig(r.get("weights_mb"), missing="–"),
                  sig(r.get("tflite_mb"), missing="–"), sig(r.get("keras_latency_ms"), missing="–"),
                  sig(r.get("tflite_latency_ms"), missing="–")]
         if trained:
             reached = r.get("time_to_accuracy_s")
             cells += ["not reached" if reached is None and r.get("best_val_accuracy") is not None else
-                      _cell(reached, "{:.1f}"), _cell(r.get("epochs_to_accuracy")),
-                      _cell(r.get("best_val_accuracy"), "{:.4f}")]
+                      cell(reached, "{:.1f}"), cell(r.get("epochs_to_accuracy")),
+                      cell(r.get("best_val_accuracy"), "{:.4f}")]
         cells.append("; ".join(notes).replace("|", "/"))
         lines.append("| " + " | ".join(cells) + " |")
     threads = f"TFLite {settings['tflite_threads']} thread(s), TensorFlow {settings['keras_threads']}"
@@ -337,7 +326,7 @@ def compare(models="*", input_size=224, train_recipe=None, overrides=(), target_
                 row.update(train_model(name, train_recipe, overrides, out_dir / "runs", target_accuracy,
                                        printer=lambda m: say(f"    {m}") if m.startswith("epoch ") else None))
             except Exception as error:  # e.g. a recipe option this family does not take
-                row["train_error"] = "training: " + _first_line(error)
+                row["train_error"] = "training: " + one_line(error)
         rows.append(row)
         say(f"[{i}/{len(names)}] {_progress_line(row)}")
     result = {"settings": settings, "machine": machine, "models": rows}

@@ -372,3 +372,25 @@ def write_results(result, out_dir):
     write_text(json_path, json.dumps(result, indent=1) + "\n")
     write_text(md_path, render_markdown(result))
     return json_path, md_path
+
+
+def latencies_in_turns(model, image, paths, runs=30, warmup=3, max_seconds=20.0, threads=1):
+    """Median batch-1 milliseconds of a Keras model ("keras") and of exported artifacts ({format: path}, each in
+    its runtime with `threads` threads), timed in turns on one image; returns ({name: ms}, {format: why it could
+    not run})."""
+    from convforge.errors import one_line
+    from convforge.export.verify import runner
+
+    run, _ = keras_runner(model)
+    calls, names, notes = [(run, image)], ["keras"], {}
+    for fmt, path in paths.items():
+        try:
+            run, _ = runner(fmt, path, threads)
+            run(image)
+        except Exception as error:  # an artifact its runtime refuses is a note in its cell, not a failed table
+            notes[fmt] = one_line(error)
+            continue
+        calls.append((run, image))
+        names.append(fmt)
+    times = time_rounds(calls, runs=runs, warmup=warmup, max_seconds=max_seconds)
+    return {name: summarize(t)["median"] for name, t in zip(names, times)}, notes
