@@ -18,6 +18,7 @@ SMALL = {
     "mobilenet": dict(alpha=0.35),
     "googlenet": dict(width=0.25),
     "inception": dict(width=0.25),
+    "unet": dict(widths=(8, 16, 32, 64, 128)),
 }
 
 

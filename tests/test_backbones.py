@@ -50,6 +50,7 @@ def test_list_models_patterns():
     ("alexnet", 96, ["C2", "C3", "C4", "C5"]),
     ("squeezenet1_1", 64, ["C1", "C2", "C3", "C4"]),
     ("lenet5", 32, ["C1", "C2"]),
+    ("unet", 64, ["C0", "C1", "C2", "C3", "C4"]),
 ])
 def test_feature_levels_are_named_with_their_strides(name, size, levels):
     """Any head can find C2..C5 by name; level k has stride 2**k."""

@@ -33,6 +33,19 @@ def test_every_decoder_and_upsampling_gives_the_input_size_odd_sizes_too(name, m
     assert get_task("segmentation").recognizes(model)
 
 
+@pytest.mark.parametrize("mode", ["unpool", "transpose", "bilinear"])
+def test_unet_on_its_own_encoder_concatenates_every_level_full_resolution_included(mode):
+    """The paper's UNet: its own plain encoder (two convs a level, four pools) and skips from every level, the
+    full-resolution C0 too, so nothing is upsampled past the last skip."""
+    task = get_task("segmentation", {"name": "unet", "upsampling": mode, "channels": 4})
+    model = task.build_model("unet", (67, 61, 3), 3, {"widths": [4, 8, 8, 16, 16]})
+    assert model.output.shape == (None, 67, 61, 3)
+    skips = sorted(layer.name for layer in model.layers if layer.name.startswith("skip_"))
+    assert skips == ["skip_C0", "skip_C1", "skip_C2", "skip_C3"]
+    assert not any(layer.name.startswith("up_image") for layer in model.layers)
+    assert model.get_layer("skip_C0").output.shape[1:3] == (67, 61)
+
+
 @pytest.mark.parametrize("mode", ["transpose", "bilinear"])
 def test_the_dilated_decoder_on_a_dilated_resnet_gives_the_input_size(mode):
     task = get_task("segmentation", {"name": "dilated", "upsampling": mode, "channels": 8})

@@ -239,6 +239,20 @@ for _name, (_blocks, _plain, _bn, _gmacs) in {
                        options=dict(blocks=_blocks, batch_norm=True), paper=_VGG, top="fc",
                        references=(Reference(_bn, "trainable", "torchvision"),), macs=_gmacs * 1e9))
 
+# UNet's contracting path: two 3x3 conv + ReLU per level, 64 to 1024 filters, four 2x2 max-pools; BN after each
+# conv as modern UNets have it (batch_norm=False is the paper's). Its weights and biases, from the paper's Fig. 1
+# (3x3 convs, 'same' padding changes no count): 18,843,200.
+register(ModelSpec(
+    name="unet", family="unet", builder_path=_builder("vgg", "build_vgg"),
+    options=dict(blocks=(2, 2, 2, 2, 2), widths=(64, 128, 256, 512, 1024), batch_norm=True, last_pool=False),
+    paper="Ronneberger, Fischer & Brox, U-Net: convolutional networks for biomedical image segmentation, "
+          "MICCAI 2015",
+    levels=(("C0", 1), ("C1", 2), ("C2", 4), ("C3", 8), ("C4", 16)),
+    references=(Reference(18_843_200, "total", "the paper's Fig. 1 (contracting path, no BN)",
+                          options={"batch_norm": False, "include_top": False}),),
+    notes="the encoder of UNet; the segmentation task's unet decoder reads every level, C0 included",
+))
+
 register(ModelSpec(
     name="googlenet", family="googlenet", builder_path=_builder("googlenet", "build_googlenet"), options={},
     paper="Szegedy et al., Going deeper with convolutions, CVPR 2015",

@@ -46,9 +46,10 @@ class SegmentationOptions(BaseModel):
         "transpose", description="unpool (into the encoder's max-pool positions; needs a backbone that downsamples "
                                  "by 2x2 max-pools, e.g. vgg), transpose (learnable, initialized bilinear) or "
                                  "bilinear (a fixed resize, then a 3x3 conv)")
-    levels: Optional[list[Literal["C1", "C2", "C3", "C4", "C5"]]] = Field(
+    levels: Optional[list[Literal["C0", "C1", "C2", "C3", "C4", "C5"]]] = Field(
         None, description="backbone levels the decoder reads (default: C3-C5 for fcn8s, C4-C5 for fcn16s, C5 for "
-                          "fcn32s, C1-C5 for unet)")
+                          "fcn32s, every level the backbone has for unet: C0-C4 on unet's own encoder, C1-C5 on "
+                          "the others)")
     channels: int = Field(16, ge=1, description="unet's decoder width at full resolution (doubling per level "
                                                 "up to 8x); the dilated decoder's pyramid width")
     rates: list[int] = Field(default_factory=lambda: [2, 4, 6], min_length=1,
@@ -70,8 +71,9 @@ class SegmentationOptions(BaseModel):
         return self
 
 
-_DEFAULT_LEVELS = {"fcn32s": ("C5",), "fcn16s": ("C4", "C5"), "fcn8s": ("C3", "C4", "C5"),
-                   "unet": ("C1", "C2", "C3", "C4", "C5"), "dilated": ("C5",)}
+# UNet's default is every level of its backbone (known when it is built), so it requires none beforehand.
+_DEFAULT_LEVELS = {"fcn32s": ("C5",), "fcn16s": ("C4", "C5"), "fcn8s": ("C3", "C4", "C5"), "unet": (),
+                   "dilated": ("C5",)}
 
 
 @register_task
@@ -109,7 +111,7 @@ class Segmentation(Task):
                                   **(options or {}))
         found = feature_levels(backbone)
         strides = level_strides(backbone)
-        levels = {name: found[name] for name in self.levels}
+        levels = {name: found[name] for name in self.levels or found}
         size = tuple(input_shape[:2])
         with precision(dtype):
             switches = head.switches_of(backbone) if self.options.upsampling == "unpool" else None
