@@ -119,8 +119,12 @@ def test_a_recipe_trains_evaluates_with_segm_ap_draws_and_exports(tmp_path, monk
                                 progress=None, latency_runs=0)
     for entry in exported["card"]["artifacts"]:
         assert entry["check"]["status"] == "passed" and entry["check"]["max_abs_diff"] <= 1e-4, entry
-    with pytest.raises(convforge.errors.ExportError, match="tflite_postprocess_op"):
+    # Its masks are computed from the boxes NMS kept: neither TFLite's NMS op nor NMS in Python can end it.
+    with pytest.raises(convforge.errors.ExportError, match="tflite_postprocess_op.*Mask R-CNN's masks"):
         convforge.export(model, tmp_path / "op", formats=["tflite_postprocess_op"], progress=None, latency_runs=0)
+    with pytest.raises(convforge.errors.ExportError, match="nms='python'.*Mask R-CNN's masks.*nms='graph'"):
+        convforge.export(model, tmp_path / "py", formats=["tflite"], nms="python", progress=None, latency_runs=0)
+    assert not (tmp_path / "op").exists() and not (tmp_path / "py").exists()
 
 
 def test_mixed_precision_mask_rcnn_trains_and_exports_to_int8(tmp_path):

@@ -32,15 +32,19 @@ def nms_layers(model):
     return [layer for layer in model._flatten_layers() if isinstance(layer, NonMaxSuppression)]
 
 
-def nms_layer(model):
-    """The model's NonMaxSuppression layer, when its four outputs are the model's outputs; else ExportError."""
+def nms_layer(model, purpose="op"):
+    """The model's NonMaxSuppression layer, when its four outputs are the model's outputs; else ExportError saying
+    what needed it: purpose "op" (tflite_postprocess_op) or "python" (nms='python')."""
     found = nms_layers(model)
     outputs = model.output if isinstance(model.output, dict) else {}
     if len(found) != 1 or set(outputs) != set(OUTPUTS):
-        raise ExportError(f"tflite_postprocess_op replaces a detector's NonMaxSuppression layer with {OP_NAME}, "
-                          f"and model {model.name!r} has {len(found)} such layer(s) with outputs "
+        need = (f"tflite_postprocess_op replaces a detector's NonMaxSuppression layer with {OP_NAME}" if purpose == "op"
+                else "nms='python' ends every artifact at the inputs of a detector's NonMaxSuppression layer")
+        other = "the other formats" if purpose == "op" else "nms='graph'"
+        raise ExportError(f"{need}, and model {model.name!r} has {len(found)} such layer(s) with outputs "
                           f"{sorted(outputs) or 'not a dict'}; accepted: a convforge detector (outputs "
-                          f"{', '.join(OUTPUTS)} from one NonMaxSuppression layer), or the other formats")
+                          f"{', '.join(OUTPUTS)} from one NonMaxSuppression layer, nothing computed after it, as "
+                          f"Mask R-CNN's masks are), or {other}")
     return found[0]
 
 
@@ -107,7 +111,7 @@ def pre_nms_model(model):
     """(the detector without its NMS layer: image -> {"boxes" (B, A, 4), "scores" (B, A, K)}, the NMS layer)."""
     import keras
 
-    nms = nms_layer(model)
+    nms = nms_layer(model, purpose="python")
     boxes, scores = nms.input
     return keras.Model(model.input, {"boxes": boxes, "scores": scores}, name=f"{model.name}_pre_nms"), nms
 
