@@ -262,7 +262,13 @@ def draw_instances(image, results, masks, out_path, alpha=0.5):
 
     pixels = np.asarray(image, dtype=np.uint8)
     canvas = np.asarray(pixels[..., :1].repeat(3, -1) if pixels.shape[-1] == 1 else pixels, np.float32)
+    masks = np.asarray(masks, bool)
+    # Small inputs (32-96 px) are enlarged, masks alike (nearest neighbour), so the shapes stay visible under
+    # their labels; boxes are normalized, so they land on the same pixels.
+    scale = max(1, 256 // max(canvas.shape[:2]))
+    canvas = canvas.repeat(scale, 0).repeat(scale, 1)
+    masks = masks.repeat(scale, 1).repeat(scale, 2) if masks.ndim == 3 else masks
     palette = class_colours(len(results) + 2)[2:]  # distinct non-black colours, one per instance
-    for mask, colour in zip(np.asarray(masks, bool), palette):
+    for mask, colour in zip(masks, palette):
         canvas = np.where(mask[..., None], (1 - alpha) * canvas + alpha * colour, canvas)
     return draw_predictions(canvas.round().astype(np.uint8), results, out_path)
