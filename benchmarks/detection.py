@@ -6,8 +6,6 @@ Runs are trained first where a recipe has none (`--train`; up to 15 minutes each
 benchmarks/results/detection.json and detection.md (the README's table). Run: make bench, or
     python benchmarks/detection.py [--train] [RECIPE ...]
 """
-import argparse
-import json
 import os
 import pathlib
 import sys
@@ -90,28 +88,10 @@ def render(result):
 
 def main(argv=None):
     """Measure every shipped detection recipe (or those named) and write the JSON and Markdown tables."""
-    from convforge.bench.compare import _machine
-    from convforge.errors import one_line
+    from convforge.bench.recipe_runs import recipe_table
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipes", nargs="*", help="detection recipes (default: recipes/detection/*.yaml)")
-    parser.add_argument("--train", action="store_true", help="train recipes that have no run yet")
-    args = parser.parse_args(argv)
-    paths = [pathlib.Path(p).resolve() for p in args.recipes] or sorted((ROOT / "recipes" / "detection").glob("*.yaml"))
-    machine = _machine()
-    rows = []
-    for i, path in enumerate(paths, 1):
-        try:
-            row = measure(path, args.train)
-        except Exception as error:  # one detector's failure is its row's, not the table's
-            row = {"recipe": path.name, "head": path.stem, "backbone": "", "input": "", "error": one_line(error)}
-        rows.append(row)
-        print(f"[{i}/{len(paths)}] {json.dumps(row)}", flush=True)
-    result = {"machine": machine, "rows": rows}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "detection.json").write_text(json.dumps(result, indent=1) + "\n")
-    (OUT / "detection.md").write_text(render(result))
-    print(f"wrote {OUT / 'detection.md'}")
+    recipe_table(__doc__.splitlines()[0], ROOT / "recipes" / "detection", measure,
+                 lambda path: {"recipe": path.name, "head": path.stem, "backbone": "", "input": ""}, OUT, "detection", render, argv)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ Runs are trained first where a recipe has none (`--train`; up to 15 minutes each
 benchmarks/results/segmentation.json and segmentation.md (the README's table). Run: make bench, or
     python benchmarks/segmentation.py [--train] [RECIPE ...]
 """
-import argparse
-import json
 import os
 import pathlib
 import sys
@@ -99,30 +97,11 @@ def render(result):
 
 def main(argv=None):
     """Measure every shipped segmentation recipe (or those named) and write the JSON and Markdown tables."""
-    from convforge.bench.compare import _machine
-    from convforge.errors import one_line
+    from convforge.bench.recipe_runs import recipe_table
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipes", nargs="*", help="segmentation recipes (default: recipes/segmentation/*.yaml)")
-    parser.add_argument("--train", action="store_true", help="train recipes that have no run yet")
-    args = parser.parse_args(argv)
-    paths = [pathlib.Path(p).resolve() for p in args.recipes] or sorted(
-        (ROOT / "recipes" / "segmentation").glob("*.yaml"))
-    machine = _machine()
-    rows = []
-    for i, path in enumerate(paths, 1):
-        try:
-            row = measure(path, args.train)
-        except Exception as error:  # one recipe's failure is its row's, not the table's
-            row = {"recipe": path.name, "task": "segmentation", "decoder": path.stem, "upsampling": "",
-                   "backbone": "", "input": "", "error": one_line(error)}
-        rows.append(row)
-        print(f"[{i}/{len(paths)}] {json.dumps(row)}", flush=True)
-    result = {"machine": machine, "rows": rows}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "segmentation.json").write_text(json.dumps(result, indent=1) + "\n")
-    (OUT / "segmentation.md").write_text(render(result))
-    print(f"wrote {OUT / 'segmentation.md'}")
+    recipe_table(__doc__.splitlines()[0], ROOT / "recipes" / "segmentation", measure,
+                 lambda path: {"recipe": path.name, "task": "segmentation", "decoder": path.stem, "upsampling": "",
+                               "backbone": "", "input": ""}, OUT, "segmentation", render, argv)
 
 
 if __name__ == "__main__":

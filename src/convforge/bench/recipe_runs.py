@@ -33,3 +33,33 @@ def model_size(model):
     except Exception as error:  # a layer the walker cannot follow leaves the cell empty, with the reason
         size["macs_note"] = one_line(error)
     return size
+
+
+def recipe_table(description, folder, measure, failed_row, out_dir, stem, render, argv=None):
+    """The command line of a per-task table: measure each recipe named (default: every recipe in `folder`), a
+    failure becoming its row's error, then write out_dir/<stem>.json and <stem>.md (render(result))."""
+    import argparse
+
+    from convforge.bench.compare import _machine
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("recipes", nargs="*", help=f"recipes (default: {folder}/*.yaml)")
+    parser.add_argument("--train", action="store_true", help="train recipes that have no run yet")
+    args = parser.parse_args(argv)
+    paths = [pathlib.Path(p).resolve() for p in args.recipes] or sorted(pathlib.Path(folder).glob("*.yaml"))
+    machine = _machine()
+    rows = []
+    for i, path in enumerate(paths, 1):
+        try:
+            row = measure(path, args.train)
+        except Exception as error:  # one recipe's failure is its row's, not the table's
+            row = {**failed_row(path), "error": one_line(error)}
+        rows.append(row)
+        print(f"[{i}/{len(paths)}] {json.dumps(row)}", flush=True)
+    result = {"machine": machine, "rows": rows}
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / f"{stem}.md").write_text(render(result))
+    print(f"wrote {out_dir / f'{stem}.md'}")
+    return result

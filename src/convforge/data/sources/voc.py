@@ -37,6 +37,12 @@ VOID = 255  # VOC masks' "void" value: object borders and unlabelled regions, wh
 MASKS = ("class", "object")
 
 
+def _split_ids(list_file):
+    """The image ids of an ImageSets split list (the first word of each non-empty line)."""
+    with open(list_file, encoding="utf-8") as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
 def _read_mask(path):
     """A VOC mask PNG as its (H, W) uint8 palette indices (the class or instance number of each pixel)."""
     from PIL import Image
@@ -97,8 +103,7 @@ def _voc_masks(root, split, class_names, masks, skips):
     folders = {"class": require_path(os.path.join(root, "SegmentationClass"), "class masks folder", source)}
     if masks == "object":
         folders["object"] = require_path(os.path.join(root, "SegmentationObject"), "object masks folder", source)
-    with open(list_file, encoding="utf-8") as f:
-        ids = [line.split()[0] for line in f if line.strip()]
+    ids = _split_ids(list_file)
     found = []
     for image_id in ids:
         image_path = resolve_inside(image_dir, image_id + ".jpg")
@@ -171,8 +176,7 @@ def voc(root, split="train", classes="voc", strict=False, masks=None):
     list_file = require_path(os.path.join(root, "ImageSets", "Main", f"{split}.txt"), "split list", source)
     ann_dir = require_path(os.path.join(root, "Annotations"), "annotations folder", source)
     image_dir = require_path(os.path.join(root, "JPEGImages"), "images folder", source)
-    with open(list_file, encoding="utf-8") as f:
-        ids = [line.split()[0] for line in f if line.strip()]
+    ids = _split_ids(list_file)
 
     skips = Skips(source, strict)
     parsed = []
