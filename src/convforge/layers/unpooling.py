@@ -11,8 +11,6 @@ from keras import ops
 
 from convforge.errors import ModelError
 
-_EXACT = 2 ** 24  # float32 holds every integer flat index up to here
-
 
 def _pool_size(value, name):
     """The window side k of a square k x k pool, or ModelError."""
@@ -46,20 +44,20 @@ class MaxPoolWithArgmax(keras.layers.Layer):
     def call(self, x):
         k = self.pool_size
         height, width = x.shape[1], x.shape[2]
-        if height * width > _EXACT:
-            raise ModelError(f"{self.name}: {height} x {width} is more pixels than the indices are exact for "
-                             f"({_EXACT}); accepted: a map of at most {_EXACT} pixels")
         rows, cols = height // k, width // k
-        x = x[:, :rows * k, :cols * k, :]
-        values = ops.max_pool(x, k, k, padding="valid")
-        # argmax's choice is the window's first member equal to the max (ties included): the smallest flat index
-        # among the window's maxima, found as a max-pool of (H W - index) where x equals the max. In float32 that
-        # is exact to 2**24 pixels. Pools, repeats and selects are cheaper than stacking the k*k members and are
-        # builtins everywhere (keras.ops.argmax adds a BitwiseAnd on TensorFlow that TFLite builtins cannot hold).
-        flat = ops.cast(_flat_positions(rows * k, cols * k, width), "float32")
-        score = ops.where(ops.equal(x, _spread(values, k)), float(height * width) - flat, 0.0)
-        index = height * width - ops.cast(ops.max_pool(score, k, k, padding="valid"), "int32")
-        return values, index
+        values = ops.max_pool(x[:, :rows * k, :cols * k, :], k, k, padding="valid")
+        # argmax's choice is the window's first member equal to the max (ties included): a running minimum over
+        # the k*k strided members of where(member == max, its offset i * W + j from the window's corner, k * W),
+        # offsets growing in the window's row-major order. The offsets stay int32 (a full-integer TFLite model
+        # quantizes float tensors, which would blur them), and every tensor is 4-D.
+        offset = None
+        for i in range(k):
+            for j in range(k):
+                member = x[:, i:i + rows * k:k, j:j + cols * k:k, :]
+                here = ops.where(ops.equal(member, values), i * width + j, k * width)
+                offset = here if offset is None else ops.minimum(offset, here)
+        index = _flat_positions(rows, cols, width) * k + offset  # the window's corner, r k W + c k, + offset
+        return values, ops.cast(index, "int32")
 
     def compute_output_spec(self, x):
         k = self.pool_size
