@@ -261,7 +261,8 @@ BAD = [
     (dict(data__augment=[{"name": "crop", "zoon": 0.2}]), [
         "data.augment[0].zoon: crop takes no argument 'zoon' (did you mean 'zoom'?)"]),
     (dict(task="detektion"), ["task: 'detektion' is not a task (did you mean 'detection'",
-                              "accepted: classification, detection, localization"]),
+                              "accepted: classification, detection, instance_segmentation, localization, "
+                              "segmentation"]),
     (dict(export__formats=["onnx", "tflite_int9"]), [
         "export.formats[1]: 'tflite_int9' is not an export format (did you mean 'tflite_int8'",
         "accepted: saved_model"]),

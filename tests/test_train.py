@@ -98,6 +98,7 @@ def test_every_shipped_recipe_trains_one_epoch(recipe_path, shapes_dir, tmp_path
     from convforge.tasks import task_class
 
     companions = {"detection": {"val_AP", "val_AP75", "val_AR100"},
+                  "instance_segmentation": {"val_AP", "val_AP75", "val_box_AP50", "mask_loss"},
                   "localization": {"val_accuracy", "val_iou", "box_iou", "val_box_iou"},
                   "segmentation": {"val_pixel_accuracy", "mean_iou"}}
     expected = {"loss", "val_loss", f"val_{task_class(recipe.task).headline_metric}"}
