@@ -57,7 +57,8 @@ class InstanceSegmentation(Detection):
         """What convforge.build_model returns: the inference model (detections and masks, post-NMS); the model to
         train is its `training_model` attribute (what the trainer builds)."""
         inference = self.inference_model(model)
-        inference.training_model = model
+        # Set past Keras' attribute tracking: the training model is not a sublayer of the inference model.
+        object.__setattr__(inference, "training_model", model)
         return inference
 
     def adapt_targets(self, model, targets):
