@@ -41,7 +41,8 @@ def test_mask_targets_crop_each_proposals_own_object():
 
 
 def test_pasted_masks_cover_their_boxes_and_crop_back():
-    from convforge.heads.mask_rcnn import mask_targets, paste_masks
+    from convforge.data.instances import paste_masks
+    from convforge.heads.mask_rcnn import mask_targets
 
     boxes = np.array([[0.25, 0.125, 0.75, 0.625]], "float32")
     full = paste_masks(np.ones((1, 14, 14)), boxes, 64, 64)

@@ -133,3 +133,36 @@ def pad_instances(example, ctx, kinds=("boxes",)):
         out["keypoints"] = tf.ensure_shape(fit(tf.cast(example["keypoints"], tf.float32), 0.0),
                                            [m, ctx.num_keypoints, 3])
     return out
+
+
+def paste_masks(masks, boxes, height, width, threshold=0.5):
+    """Masks (N, M, M) in their boxes' frames (boxes (N, 4) normalized yxyx) pasted into a height x width image:
+    (N, height, width) bool, each pixel bilinearly sampled from its mask (RoIAlign's inverse) and kept at
+    `threshold`; pixels outside a box are False."""
+    masks, boxes = np.asarray(masks, np.float32), np.asarray(boxes, np.float32)
+    if not len(masks):
+        return np.zeros((0, height, width), bool)
+    size = masks.shape[-1]
+
+    def weights(low, high, pixels):
+        """(N, pixels, M): bilinear weights of each pixel centre on the mask cells along one side; zero outside."""
+        extent = np.maximum(high - low, 1e-6)[:, None]
+        centres = (np.arange(pixels, dtype=np.float32) + 0.5) / pixels  # normalized pixel centres
+        position = (centres[None] - low[:, None]) / extent * size - 0.5  # in mask cells
+        inside = (centres[None] >= low[:, None]) & (centres[None] < high[:, None])
+        position = np.clip(position, 0, size - 1)
+        tent = np.maximum(0, 1 - np.abs(position[..., None] - np.arange(size, dtype=np.float32)))
+        return tent * inside[..., None]
+
+    rows = weights(boxes[:, 0], boxes[:, 2], height)  # (N, H, M)
+    cols = weights(boxes[:, 1], boxes[:, 3], width)  # (N, W, M)
+    return np.einsum("nhm,nmk,nwk->nhw", rows, masks, cols) >= threshold
+
+
+def encode_rle(mask):
+    """A 0/1 (H, W) mask as COCO compressed RLE with JSON-ready counts (pycocotools' encoder)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle

@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from convforge.data.instances import encode_rle
 from convforge.errors import DataError
 
 # COCOeval.stats, in its order (maxDets 100 unless named).
@@ -161,24 +162,15 @@ def evaluate_detections(model, batches, class_names=(), source=None, out_dir=Non
 def masks_to_coco(found, masks, boxes, size, threshold=0.5):
     """COCO segm results for one image's box results `found` (detections_to_coco, in order) from their masks
     (N, M, M) in the boxes' frames, pasted into the width x height image and run-length encoded."""
-    from convforge.heads.mask_rcnn import paste_masks
+    from convforge.data.instances import paste_masks
 
     n = len(found)
     pasted = paste_masks(np.asarray(masks)[:n], np.asarray(boxes)[:n], size[1], size[0], threshold)
     segments = []
     for result, mask in zip(found, pasted):
         segments.append({"image_id": result["image_id"], "category_id": result["category_id"],
-                         "segmentation": _rle(mask), "score": result["score"]})
+                         "segmentation": encode_rle(mask), "score": result["score"]})
     return segments
-
-
-def _rle(mask):
-    """A 0/1 (H, W) mask as COCO compressed RLE, JSON-ready."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def padded_ground_truth(padded, width, height, class_names=()):
@@ -194,7 +186,7 @@ def padded_ground_truth(padded, width, height, class_names=()):
             x, y, w, h = coco_bbox(box, width, height)
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls),
                                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(crowd),
-                                **({} if mask is None else {"segmentation": _rle(mask)})})
+                                **({} if mask is None else {"segmentation": encode_rle(mask)})})
     names = list(class_names) or [str(k) for k in range(1 + max([a["category_id"] for a in annotations] or [0]))]
     return {"images": images, "annotations": annotations,
             "categories": [{"id": k, "name": str(n)} for k, n in enumerate(names)]}

@@ -10,7 +10,7 @@ training size, flattened.
 
 Inference: Faster R-CNN's detections (post-NMS), then RoIAlign on the detected boxes, the same mask head, and the
 sigmoid of each detection's own class: `masks` (B, N, M, M) in the box's frame; evaluation pastes them into the
-image (`paste_masks`).
+image (`data.instances.paste_masks`).
 """
 import keras
 import numpy as np
@@ -184,27 +184,3 @@ def outputs(raw, spec, options):
     roi_align, roi_inputs = graph["mask_roi_align"]
     logits = graph["mask_head"][0](roi_align(list(roi_inputs[:-1]), detections["boxes"]))
     return {**detections, "masks": SelectMasks(name="masks")(logits, detections["classes"])}
-
-
-def paste_masks(masks, boxes, height, width, threshold=0.5):
-    """Masks (N, M, M) in their boxes' frames (boxes (N, 4) normalized yxyx) pasted into a height x width image:
-    (N, height, width) bool, each pixel bilinearly sampled from its mask (RoIAlign's inverse) and kept at
-    `threshold`; pixels outside a box are False."""
-    masks, boxes = np.asarray(masks, np.float32), np.asarray(boxes, np.float32)
-    if not len(masks):
-        return np.zeros((0, height, width), bool)
-    size = masks.shape[-1]
-
-    def weights(low, high, pixels):
-        """(N, pixels, M): bilinear weights of each pixel centre on the mask cells along one side; zero outside."""
-        extent = np.maximum(high - low, 1e-6)[:, None]
-        centres = (np.arange(pixels, dtype=np.float32) + 0.5) / pixels  # normalized pixel centres
-        position = (centres[None] - low[:, None]) / extent * size - 0.5  # in mask cells
-        inside = (centres[None] >= low[:, None]) & (centres[None] < high[:, None])
-        position = np.clip(position, 0, size - 1)
-        tent = np.maximum(0, 1 - np.abs(position[..., None] - np.arange(size, dtype=np.float32)))
-        return tent * inside[..., None]
-
-    rows = weights(boxes[:, 0], boxes[:, 2], height)  # (N, H, M)
-    cols = weights(boxes[:, 1], boxes[:, 3], width)  # (N, W, M)
-    return np.einsum("nhm,nmk,nwk->nhw", rows, masks, cols) >= threshold

@@ -88,7 +88,7 @@ class InstanceSegmentation(Detection):
 
     def draw(self, image, outputs, class_names, out_path):
         """The image with each shown detection's mask in its own colour, its box and its class."""
-        from convforge.heads.mask_rcnn import paste_masks
+        from convforge.data.instances import paste_masks
         from convforge.visualize import draw_instances
 
         found = self.describe(outputs, class_names)

@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 
+from convforge.data.instances import encode_rle
 from convforge.data.records import Skips, inspect_images, largest_object, require_path, resolve_inside
 from convforge.errors import DataError, close_matches
 
@@ -58,8 +59,7 @@ def _rle_object(mask, category_id, iscrowd=0):
     """A record object for a boolean (H, W) mask: COCO compressed RLE, its box and its area."""
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
+    rle = encode_rle(mask)
     x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
     return {"category_id": category_id, "bbox": [x, y, w, h], "area": float(mask.sum()), "iscrowd": iscrowd,
             "segmentation": rle}
