@@ -142,7 +142,8 @@ class MaskRCNNLoss(two_stage.TwoStageLoss):
         cls = ops.take_along_axis(p["roi_object_class"], chosen, axis=1)
         own = ops.sum(picked * ops.one_hot(ops.clip(cls, 0, k - 1), k)[:, :, None, None, :], axis=-1)
         per_roi = ops.mean(two_stage._bce(own, target), axis=(2, 3))
-        p["mask"] = self.mask_weight * ops.sum(per_roi * weight, axis=-1) / ops.maximum(ops.sum(weight, -1), 1.0)
+        p["mask_rois"] = ops.sum(weight, axis=-1)
+        p["mask"] = self.mask_weight * ops.sum(per_roi * weight, axis=-1) / ops.maximum(p["mask_rois"], 1.0)
         return p
 
     def call(self, y_true, y_pred):
@@ -155,10 +156,12 @@ class MaskRCNNLoss(two_stage.TwoStageLoss):
 
 @keras.saving.register_keras_serializable(package="convforge")
 class MaskStageMetric(two_stage.StageMetric):
-    """StageMetric of a Mask R-CNN: the stages' losses, the proposals' recall and mask_loss."""
+    """StageMetric of a Mask R-CNN: the stages' losses, the proposals' recall and mask_loss, the mean over positive
+    proposals (an image without one adds nothing, so the log does not rise as the RPN starts to find objects)."""
 
     loss_class = MaskRCNNLoss
     stages = {**two_stage.STAGES, "mask_loss": ("mask",)}
+    weights = {**two_stage.StageMetric.weights, "mask_loss": "mask_rois"}
 
 
 def _loss_settings(options):

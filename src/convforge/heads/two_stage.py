@@ -390,6 +390,8 @@ class StageMetric(keras.metrics.Mean):
 
     loss_class = TwoStageLoss
     stages = STAGES
+    # Averages over what a stage is about, not over images: recall over objects (an image without objects has none).
+    weights = {"proposal_recall": "objects"}
 
     def __init__(self, loss_config, name="rpn_loss", dtype=None):
         super().__init__(name=name, dtype=dtype)
@@ -401,7 +403,7 @@ class StageMetric(keras.metrics.Mean):
     def update_state(self, y_true, y_pred, sample_weight=None):
         parts = self._loss.parts(y_true, y_pred)
         value = sum(parts[p] for p in self.stages[self.name])
-        weight = parts["objects"] if self.name == "proposal_recall" else None
+        weight = parts[self.weights[self.name]] if self.name in self.weights else None
         return super().update_state(value, sample_weight=weight)
 
     def get_config(self):
