@@ -149,6 +149,17 @@ def cmd_data_shapes(args):
     return 0
 
 
+def cmd_data_faces(args):
+    """Write the procedural faces set (68 or 5 landmarks) as a COCO keypoints dataset."""
+    from convforge.data import generate_faces
+
+    splits = generate_faces(args.out, n=args.n, size=args.size, seed=args.seed, val_fraction=args.val_fraction,
+                            landmarks=args.landmarks)
+    for split, (annotations, images_root) in splits.items():
+        print(f"{split}: {annotations} (images in {images_root})")
+    return 0
+
+
 def _records_for(args):
     """Records to convert: a recipe's split, a COCO JSON, a VOC root or an image folder, by what INPUT is."""
     import pathlib
@@ -381,8 +392,9 @@ def build_parser():
     p = sub.add_parser("recipe-schema", help="print the JSON schema of recipes")
     p.set_defaults(func=cmd_recipe_schema)
 
-    p = sub.add_parser("data", help="write the embedded shapes set, or convert a dataset to TFRecord")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{shapes,to-tfrecord}")
+    p = sub.add_parser("data", help="write an embedded procedural set (shapes, faces), or convert a dataset to "
+                                    "TFRecord")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{shapes,faces,to-tfrecord}")
     q = data_sub.add_parser("shapes", help="generate the procedural shapes set as a COCO dataset")
     q.add_argument("out", help="folder to write (images/{train,val}/, annotations/instances_{train,val}.json)")
     q.add_argument("--n", type=int, default=2000, help="images in total (default: 2000)")
@@ -393,6 +405,15 @@ def build_parser():
     q.add_argument("--classes", help="comma-separated subset of circle,rectangle,triangle,star")
     q.add_argument("--no-rotate", action="store_true", help="draw shapes upright")
     q.set_defaults(func=cmd_data_shapes)
+    q = data_sub.add_parser("faces", help="generate the procedural faces set (300-W landmarks) as COCO keypoints")
+    q.add_argument("out", help="folder to write (images/{train,val}/, annotations/instances_{train,val}.json)")
+    q.add_argument("--n", type=int, default=2000, help="images in total (default: 2000)")
+    q.add_argument("--size", type=int, default=96, help="image side in pixels (default: 96)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--val-fraction", type=float, default=0.2)
+    q.add_argument("--landmarks", type=int, default=68, choices=(68, 5),
+                   help="68 (the 300-W points) or 5 (outer eye corners, nose tip, mouth corners)")
+    q.set_defaults(func=cmd_data_faces)
     q = data_sub.add_parser("to-tfrecord", help="convert a recipe split, COCO, VOC or image folder to TFRecord")
     q.add_argument("input", help="a recipe .yaml, a COCO instances .json (with --images), a VOC root or an "
                                  "image folder (one sub-folder per class)")

@@ -133,7 +133,7 @@ def export_run(source, out=None, formats=None, *, calibration=None, with_preproc
     preprocessing, labels = run.saved("preprocessing.json"), run.saved("class_names.json") or None
     say = progress or (lambda *_: None)
     representative = validation = metric = None
-    metric_name, thresholds = "accuracy", {}
+    metric_name, thresholds, higher_is_better = "accuracy", {}, True
     if calibration and "tflite_int8" in formats:
         from convforge.export.calibration import UNIT_SCALE, calibration_images
         from convforge.export.saved_model import input_spec
@@ -150,7 +150,7 @@ def export_run(source, out=None, formats=None, *, calibration=None, with_preproc
         val, class_names = val_data(recipe)
         if val is not None:
             # metric(predict, batches): the task's headline metric of any runtime's predictions on val
-            validation, metric_name = val, task.headline_metric
+            validation, metric_name, higher_is_better = val, task.headline_metric, task.higher_is_better
             metric = functools.partial(task.score, class_names=class_names)
         thresholds = recipe.export.max_metric_drop()
     elif "tflite_int8" in formats and representative is None:
@@ -162,7 +162,8 @@ def export_run(source, out=None, formats=None, *, calibration=None, with_preproc
         with_preprocessing=with_preprocessing and preprocessing is not None, allow_flex=allow_flex,
         opset=opset or (recipe.export.onnx_opset if recipe else 17),
         int8_io=int8_io or (recipe.export.int8_io if recipe else "int8"), validation=validation, metric=metric,
-        labels=labels, metric_name=metric_name, max_metric_drop=thresholds, fail_on_drop=fail_on_drop,
+        labels=labels, metric_name=metric_name, higher_is_better=higher_is_better, max_metric_drop=thresholds,
+        fail_on_drop=fail_on_drop,
         validation_size=recipe.export.validation_size if recipe else 1000, progress=progress,
         source={"model_path": str(run.model_path.resolve()),
                 "run_dir": str(run.run_dir.resolve()) if run.run_dir is not None else None,

@@ -272,3 +272,31 @@ def draw_instances(image, results, masks, out_path, alpha=0.5):
     for mask, colour in zip(masks, palette):
         canvas = np.where(mask[..., None], (1 - alpha) * canvas + alpha * colour, canvas)
     return draw_predictions(canvas.round().astype(np.uint8), results, out_path)
+
+
+def draw_keypoints(image, points, scores, names, out_path, skeleton=None):
+    """Write a PNG of the image with its keypoints (K, 2 normalized x, y; each coloured by its score, from red at
+    0 to green at 1) joined by the skeleton (1-based pairs; default: the one its names imply)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from convforge.data.instances import skeleton_of
+
+    pixels = np.asarray(image, dtype=np.uint8)
+    canvas = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
+    # Small inputs are enlarged so that 68 landmarks stay apart; points are normalized, so they scale along.
+    scale = max(1, 384 // max(canvas.size))
+    canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(canvas)
+    xy = np.asarray(points, np.float32).reshape(-1, 2) * np.array(canvas.size, np.float32)
+    scores = np.clip(np.asarray(scores, np.float32).reshape(-1), 0, 1)
+    for a, b in (skeleton_of(names) if skeleton is None else skeleton):
+        if a - 1 < len(xy) and b - 1 < len(xy):
+            draw.line([tuple(xy[a - 1]), tuple(xy[b - 1])], fill=(80, 200, 255), width=2)
+    radius = max(2, min(canvas.size) // 120)
+    for (x, y), s in zip(xy, scores):
+        colour = (int(255 * (1 - s)), int(255 * s), 40)
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=(0, 0, 0))
+    with replacing(out_path, "wb") as handle:
+        canvas.save(handle, format="PNG")
+    return out_path

@@ -103,6 +103,19 @@ def flip_pairs(names):
     return pairs
 
 
+def skeleton_of(names):
+    """The skeleton (COCO's 1-based index pairs) of a known keypoint layout by its names: the 300-W face
+    landmarks (68 or the 5-point subset) and the shapes set's points; [] for any other."""
+    from convforge.data import faces, shapes
+
+    names = tuple(names or ())
+    if names and set(names) <= set(faces.LANDMARK_NAMES):
+        return faces.skeleton([faces.LANDMARK_NAMES.index(n) for n in names])
+    if names == tuple(shapes.KEYPOINT_NAMES):
+        return [list(p) for p in shapes.SKELETON]
+    return []
+
+
 def pad_instances(example, ctx, kinds=("boxes",)):
     """The example's objects as fixed-size tensors padded to ctx.max_instances (the first ones kept).
 

@@ -18,17 +18,10 @@ Examples:
     >>> records.class_names                                            # doctest: +SKIP
     ['circle', 'rectangle', 'triangle', 'star']
 """
-import concurrent.futures
-import hashlib
-import json
-import os
-import shutil
-import uuid
-import warnings
-from typing import NamedTuple
-
 import numpy as np
 
+from convforge.data import synthetic
+from convforge.data.synthetic import SPLITS
 from convforge.errors import DataError, close_matches
 
 SHAPE_CLASSES = ("circle", "rectangle", "triangle", "star")
@@ -36,15 +29,6 @@ KEYPOINT_NAMES = ("center", "top", "right", "bottom", "left")
 SKELETON = [[1, 2], [1, 3], [1, 4], [1, 5]]  # 1-based, centre to each extremal point
 DESCRIPTION = "convforge procedural shapes"
 VERSION = 1  # bump when the drawing changes, so ensure_shapes regenerates stale copies
-SPLITS = ("train", "val")
-
-
-class CocoSplit(NamedTuple):
-    """The two paths coco() takes for one split."""
-
-    annotations: str
-    images_root: str
-
 
 # Outlines of unit size around the origin, as (N, 2) vertex arrays; a new shape class is one more entry.
 def _circle(rng):
@@ -73,37 +57,6 @@ def _star(rng):
 OUTLINES = {"circle": _circle, "rectangle": _rectangle, "triangle": _triangle, "star": _star}
 
 
-def _smooth_noise(rng, size):
-    """A smooth random colour field: a 4x4 grid of colours upsampled bilinearly."""
-    from PIL import Image
-
-    grid = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    return np.asarray(Image.fromarray(grid).resize((size, size), Image.BILINEAR), np.float32)
-
-
-def _gradient(rng, size):
-    """A linear blend between two random colours along a random direction."""
-    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
-    angle = rng.uniform(0, 2 * np.pi)
-    t = xx * np.cos(angle) + yy * np.sin(angle)
-    t = (t - t.min()) / max(np.ptp(t), 1e-6)
-    c0, c1 = rng.uniform(0, 255, (2, 3))
-    return (c0 * (1 - t[..., None]) + c1 * t[..., None]).astype(np.float32)
-
-
-def _stripes(rng, size):
-    """Hard stripes of two random colours with a random period and direction."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    angle = rng.uniform(0, np.pi)
-    period = rng.uniform(4, max(8, size / 4))
-    on = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period) > 0
-    c0, c1 = rng.uniform(0, 255, (2, 3))
-    return np.where(on[..., None], c0, c1).astype(np.float32)
-
-
-BACKGROUNDS = {"noise": _smooth_noise, "gradient": _gradient, "stripes": _stripes}
-
-
 def _place(rng, outline, size, radius_range, taken, rotate):
     """Scale, rotate and move an outline to a spot clear of earlier boxes; None when none is found."""
     for _ in range(30):
@@ -127,7 +80,7 @@ def _draw_image(rng, size, classes, objects_range, rotate, first_class):
     """One image as (uint8 array, [object annotation dicts without ids])."""
     from pycocotools import mask as mask_utils
 
-    image = BACKGROUNDS[list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]](rng, size)
+    image = synthetic.background(rng, size)
     count = int(rng.integers(objects_range[0], objects_range[1] + 1))
     radius_range = (0.15, 0.42) if count == 1 else (0.08, 0.3 / np.sqrt(count) + 0.08)
     taken, annotations = [], []
@@ -164,7 +117,7 @@ def _draw_image(rng, size, classes, objects_range, rotate, first_class):
     return np.clip(np.round(image), 0, 255).astype(np.uint8), annotations
 
 
-def _params(n, size, seed, val_fraction, objects, classes, rotate):
+def _params(n=2000, size=64, seed=0, val_fraction=0.2, objects=(1, 1), classes=SHAPE_CLASSES, rotate=True):
     """Validate the generator's arguments and return them as the JSON-ready dict stored in `info`."""
     classes = list(classes)
     for name in classes:
@@ -176,88 +129,37 @@ def _params(n, size, seed, val_fraction, objects, classes, rotate):
     lo, hi = (objects, objects) if isinstance(objects, int) else tuple(objects)
     if not (1 <= lo <= hi):
         raise DataError(f"shapes objects={objects!r} must be (min, max) object counts with 1 <= min <= max")
-    if not (isinstance(n, int) and n >= 1 and isinstance(size, int) and size >= 16):
-        raise DataError(f"shapes n={n!r} must be a positive integer and size={size!r} an integer >= 16")
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"shapes val_fraction={val_fraction} must lie in [0, 1)")
+    synthetic.check_common("shapes", n, size, val_fraction)
     return {"n": n, "size": size, "seed": int(seed), "val_fraction": float(val_fraction),
             "objects": [int(lo), int(hi)], "classes": classes, "rotate": bool(rotate), "version": VERSION}
 
 
-def _write_split(folder, split, params, first_id):
-    """Draw and save one split's images and its COCO JSON inside `folder`; return the next free image id."""
-    from PIL import Image
-
-    n_val = int(round(params["n"] * params["val_fraction"]))
-    n = params["n"] - n_val if split == "train" else n_val
+def _draw_split(params, split, n):
+    """The images of one split, each with its annotations."""
     split_key = SPLITS.index(split)
     classes = params["classes"]
     # Image k's main shape comes from a shuffled, evenly repeated class list, so classes stay balanced.
     firsts = np.random.default_rng([params["seed"], split_key]).permutation(np.arange(n) % len(classes))
-    image_dir = os.path.join(folder, "images", split)
-    os.makedirs(image_dir)
-    images, annotations, saves = [], [], []
-    # PNG encoding and file writes release the GIL, so a writer thread overlaps them with the drawing.
-    with concurrent.futures.ThreadPoolExecutor(2) as writer:
-        for k in range(n):
-            rng = np.random.default_rng([params["seed"], split_key, k])
-            pixels, objects = _draw_image(rng, params["size"], classes, params["objects"], params["rotate"],
-                                          int(firsts[k]))
-            name = f"{k:06d}.png"
-            # Fast zlib level: noisy textures barely compress anyway, and encoding dominates the run time.
-            saves.append(writer.submit(Image.fromarray(pixels).save, os.path.join(image_dir, name),
-                                       compress_level=1))
-            image_id = first_id + k
-            images.append({"id": image_id, "file_name": name, "width": params["size"],
-                           "height": params["size"]})
-            for obj in objects:
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, **obj})
-        for save in saves:
-            save.result()
-    coco = {"info": {"description": DESCRIPTION, "version": str(VERSION), "split": split, "params": params},
-            "licenses": [], "images": images, "annotations": annotations,
-            "categories": [{"id": i + 1, "name": name, "supercategory": "shape",
-                            "keypoints": list(KEYPOINT_NAMES), "skeleton": SKELETON}
-                           for i, name in enumerate(classes)]}
-    with open(os.path.join(folder, "annotations", f"instances_{split}.json"), "w", encoding="utf-8") as f:
-        f.write(json.dumps(coco))  # dumps uses the C encoder; dump streams through the pure-Python one
-    return first_id + n
+    for k in range(n):
+        rng = np.random.default_rng([params["seed"], split_key, k])
+        yield _draw_image(rng, params["size"], classes, params["objects"], params["rotate"], int(firsts[k]))
 
 
-def _splits(out_dir):
-    """The CocoSplit of each split under out_dir."""
-    return {s: CocoSplit(os.path.join(out_dir, "annotations", f"instances_{s}.json"),
-                         os.path.join(out_dir, "images", s)) for s in SPLITS}
+def _categories(params):
+    """One COCO category per shape class, each with the five keypoints."""
+    return [{"id": i + 1, "name": name, "supercategory": "shape", "keypoints": list(KEYPOINT_NAMES),
+             "skeleton": SKELETON} for i, name in enumerate(params["classes"])]
 
 
-def _stored_params(out_dir):
-    """The params recorded in an existing shapes dataset, or None when out_dir holds no complete one."""
-    found = None
-    for split, (annotations, images_root) in _splits(out_dir).items():
-        try:
-            with open(annotations, encoding="utf-8") as f:
-                info = json.load(f).get("info", {})
-        except (OSError, ValueError):
-            return None
-        if info.get("description") != DESCRIPTION or (found is not None and info.get("params") != found):
-            return None
-        found = info.get("params")
-        if not isinstance(found, dict) or not {"n", "val_fraction"} <= set(found):
-            return None
-        n_val = int(round(found["n"] * found["val_fraction"]))
-        expected = found["n"] - n_val if split == "train" else n_val
-        if not os.path.isdir(images_root) or len(os.listdir(images_root)) != expected:
-            return None
-    return found
+GENERATOR = synthetic.Synthetic("shapes", DESCRIPTION, _params, _draw_split, _categories)
 
 
 def generate_shapes(out_dir, n=2000, size=64, seed=0, val_fraction=0.2, objects=(1, 1),
                     classes=SHAPE_CLASSES, rotate=True):
     """Write a shapes dataset of `n` images (split into train/val) to out_dir as COCO files; return the splits.
 
-    The same arguments always give byte-identical files. Everything is written into a temporary folder next
-    to out_dir and renamed into place at the end, so a crash never leaves a half-written dataset. An existing
-    out_dir is replaced only when it holds an earlier shapes dataset; any other folder raises DataError.
+    The same arguments always give byte-identical files, written atomically (data.synthetic.generate). An
+    existing out_dir is replaced only when it holds an earlier shapes dataset; any other folder raises DataError.
 
     Args:
         n: total images; val takes round(n * val_fraction) of them.
@@ -266,66 +168,20 @@ def generate_shapes(out_dir, n=2000, size=64, seed=0, val_fraction=0.2, objects=
         classes: shape names to draw, a subset of SHAPE_CLASSES; class ids follow this order.
         rotate: rotate rectangles, triangles and stars by a random angle.
     """
-    params = _params(n, size, seed, val_fraction, objects, classes, rotate)
-    out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
-    if os.path.exists(out_dir) and os.listdir(out_dir) and _stored_params(out_dir) is None:
-        raise DataError(f"{out_dir} exists and is not a shapes dataset; pass an empty or new folder to "
-                        f"generate_shapes")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    temp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{tag}")
-    old = os.path.join(parent, f".{os.path.basename(out_dir)}.old-{tag}")
-    try:
-        os.makedirs(os.path.join(temp, "annotations"))
-        next_id = 1
-        with warnings.catch_warnings():
-            # pycocotools 2.0 decodes through an __array__ without numpy 2's copy keyword; harmless here.
-            warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
-            for split in SPLITS:
-                next_id = _write_split(temp, split, params, next_id)
-        if os.path.exists(out_dir):
-            os.rename(out_dir, old)
-        os.rename(temp, out_dir)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return _splits(out_dir)
+    return synthetic.generate(GENERATOR, out_dir, n=n, size=size, seed=seed, val_fraction=val_fraction,
+                              objects=objects, classes=classes, rotate=rotate)
 
 
 def ensure_shapes(out_dir, **kwargs):
     """Return the splits of the shapes dataset in out_dir, generating it unless it exists with these arguments."""
-    defaults = dict(n=2000, size=64, seed=0, val_fraction=0.2, objects=(1, 1), classes=SHAPE_CLASSES, rotate=True)
-    unknown = set(kwargs) - set(defaults)
-    if unknown:
-        name = sorted(unknown)[0]
-        raise DataError(f"ensure_shapes got an unknown argument {name!r}{close_matches(name, defaults)}; "
-                        f"accepted: {', '.join(defaults)}")
-    params = _params(**{**defaults, **kwargs})
-    out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
-    if _stored_params(out_dir) == params:
-        return _splits(out_dir)
-    try:
-        return generate_shapes(out_dir, **{**defaults, **kwargs})
-    except OSError:
-        # Another process may have renamed the same dataset into place first; theirs is as good as ours.
-        if _stored_params(out_dir) == params:
-            return _splits(out_dir)
-        raise
+    return synthetic.ensure(GENERATOR, out_dir, **kwargs)
 
 
 def default_dir(**kwargs):
     """The cache folder for a shapes dataset with these arguments: $CONVFORGE_DATA or ~/.cache/convforge."""
-    key = hashlib.sha1(json.dumps(kwargs, sort_keys=True, default=list).encode()).hexdigest()[:10]
-    base = os.environ.get("CONVFORGE_DATA", os.path.join("~", ".cache", "convforge"))
-    return os.path.join(os.path.expanduser(base), f"shapes-{key}")
+    return synthetic.default_dir(GENERATOR, **kwargs)
 
 
 def load_shapes(split="train", out_dir=None, strict=False, **kwargs):
     """The shapes source: ensure the dataset exists (see generate_shapes for kwargs), then load it with coco()."""
-    from convforge.data.sources.coco import coco
-
-    if split not in SPLITS:
-        raise DataError(f"shapes split {split!r} is not one of {', '.join(SPLITS)}{close_matches(split, SPLITS)}")
-    out_dir = out_dir or default_dir(**kwargs)
-    return coco(*ensure_shapes(out_dir, **kwargs)[split], strict=strict)
+    return synthetic.load(GENERATOR, split, out_dir, strict, **kwargs)

@@ -56,8 +56,8 @@ __all__ = ["export", "verify_dir", "compare_quantized", "weights_sha256", "apply
 def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessing=None, with_preprocessing=False,
            output_names=None, allow_flex=False, opset=17, verify=True, max_abs_diff=1e-4, inputs_for_check=None,
            progress=print, int8_io="int8", latency_runs=10, threads=1, source=None, validation=None,
-           metric=None, metric_name="accuracy", max_metric_drop=None, fail_on_drop=True, validation_size=1000,
-           labels=None, nms="graph"):
+           metric=None, metric_name="accuracy", higher_is_better=True, max_metric_drop=None, fail_on_drop=True,
+           validation_size=1000, labels=None, nms="graph"):
     """Write each of `formats` for a Keras image model into out_dir, verified, with a model card; all or nothing.
 
     Args:
@@ -86,6 +86,7 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
         metric: metric(predict, batches) -> float in [0, 1], where predict(images) returns outputs in the
             Keras model's structure; default: top-1 accuracy of the first softmax output.
         metric_name: what `metric` measures, for the card ("accuracy", "accuracy_at_iou50", ...).
+        higher_is_better: False for a metric that falls as the model improves (NME): a drop is then a rise.
         max_metric_drop: {format: points} a quantized format may lose against Keras (default: fp16 0.5,
             dynamic 1, int8 1; "float32_copy": 1, what the float32 copy of a mixed-precision model may lose
             against the model as trained). fail_on_drop: a larger drop raises ExportError; False records it in the card.
@@ -105,8 +106,8 @@ def export(model, out_dir, formats=FORMATS, *, representative=None, preprocessin
         with_preprocessing=with_preprocessing, output_names=output_names, allow_flex=allow_flex, opset=opset,
         verify=verify, max_abs_diff=max_abs_diff, inputs_for_check=inputs_for_check, progress=progress,
         int8_io=int8_io, latency_runs=latency_runs, threads=threads, source=source, validation=validation,
-        metric=metric, metric_name=metric_name, max_metric_drop=max_metric_drop, fail_on_drop=fail_on_drop,
-        validation_size=validation_size, labels=labels, nms=nms)
+        metric=metric, metric_name=metric_name, higher_is_better=higher_is_better, max_metric_drop=max_metric_drop,
+        fail_on_drop=fail_on_drop, validation_size=validation_size, labels=labels, nms=nms)
     return export_with(model, out_dir, config)
 
 
@@ -189,7 +190,7 @@ def export_with(model, out_dir, config):
             trained_value, trained_all = score(keras_scorer(trained_detector if detector else trained, judged.names),
                                                judged.names, judged.template, batches, config.metric)
             result = judge(reference_value, reference_all, trained_value, trained_all, config.metric_name,
-                           drops.get("float32_copy"), count, judged.kinds)
+                           drops.get("float32_copy"), count, judged.kinds, config.higher_is_better)
             precision["float32_copy_vs_trained"]["metric"] = result
             say(f"export: Keras {trained_precision} {config.metric_name} {trained_value:.2%}, float32 copy "
                 f"{reference_value:.2%}")
@@ -414,7 +415,7 @@ def _score_artifact(fmt, run, entry, scoring, config):
     value, outputs = _step(fmt, lambda: score(judged.finish(run), judged.names, judged.template, batches, metric))
     allowed = drops.get(fmt) if fmt in QUANTIZED_FORMATS else None
     result = judge(value, outputs, reference_value, reference_all, metric_name, allowed,
-                   sum(len(b[0]) for b in batches), judged.kinds)
+                   sum(len(b[0]) for b in batches), judged.kinds, config.higher_is_better)
     entry["check"]["metric"] = result
     if result.get("status") == "failed":
         entry["check"]["warning"] = _over_threshold(

@@ -34,6 +34,7 @@ class ExportConfig:
     validation: Any = None
     metric: Callable | None = None
     metric_name: str = "accuracy"
+    higher_is_better: bool = True
     max_metric_drop: dict | None = None
     fail_on_drop: bool = True
     validation_size: int = 1000

@@ -98,9 +98,11 @@ def keras_scorer(model, names):
     return lambda images: named_outputs(model(images, training=False), names)
 
 
-def judge(value, outputs, reference_value, reference_outputs, metric_name, max_drop, images, kinds=None):
-    """The check entry for one artifact's metric: its value, the drop in points and whether that is allowed."""
-    drop = round((reference_value - value) * 100.0, 4)
+def judge(value, outputs, reference_value, reference_outputs, metric_name, max_drop, images, kinds=None,
+          higher_is_better=True):
+    """The check entry for one artifact's metric: its value, the drop in points (how much worse: a rise for a
+    lower-is-better metric such as NME) and whether that is allowed."""
+    drop = round((reference_value - value) * (100.0 if higher_is_better else -100.0), 4)
     stats = compare_quantized(reference_outputs, outputs, kinds)
     entry = {"name": metric_name, "value": value, "keras": reference_value, "drop_points": drop,
              "images": images, "top1_agreement": stats["top1_agreement"], "max_abs_diff": stats["max_abs_diff"]}

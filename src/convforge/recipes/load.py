@@ -64,7 +64,7 @@ def _load_yaml(text, label="--set"):
 
 # Mappings that are one kind of thing picked by a key: changing the key replaces the mapping (see schema).
 _KINDS = {("data", "train"): "source", ("data", "val"): "source", ("train", "optimizer"): "name",
-          ("train", "schedule"): "name"}
+          ("train", "schedule"): "name", ("head",): "name"}
 
 
 def _kind_key(loc):

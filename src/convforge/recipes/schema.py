@@ -230,6 +230,27 @@ class ShapesSource(_Section):
         return value
 
 
+class FacesSource(_Section):
+    """Synthetic faces with 68 (or 5) landmarks in the 300-W order (data.faces), generated once into `path`."""
+
+    file_fields: ClassVar[tuple] = ()
+    source: Literal["faces"]
+    path: str = Field("data/faces", description="cache folder, created on demand (relative to the working "
+                                                "directory)")
+    n: PosInt = Field(2000, description="images in the whole set, train and val together")
+    size: PosInt = Field(96, description="image height and width")
+    seed: Int = 0
+    val_fraction: Fraction = 0.2
+    landmarks: Literal[68, 5] = Field(68, description="68 (the 300-W points) or 5 (outer eye corners, nose tip, "
+                                                      "mouth corners)")
+    split: Literal[SPLITS] = "train"
+
+    @field_validator("path")
+    @classmethod
+    def _writable(cls, value):
+        return _check_writable(value)
+
+
 class _FileSource(_Section):
     """A source read from the user's files: each field named in `must_exist` must name an existing path."""
 
@@ -270,6 +291,16 @@ class VocSource(_FileSource):
                           "for instances")
 
 
+class PtsSource(_FileSource):
+    """A folder of face images, each with its 300-W .pts landmarks file beside it (data.sources.pts)."""
+
+    must_exist: ClassVar[dict] = {"path": "dir"}
+    file_fields: ClassVar[tuple] = tuple(must_exist)
+    source: Literal["pts"]
+    path: str
+    one_based: Bool = Field(False, description="the points are indexed from 1 (MATLAB tools): subtract 1")
+
+
 class ImageFolderSource(_FileSource):
     """One sub-folder of images per class; the sorted folder names are the class names."""
 
@@ -299,13 +330,13 @@ class DigitsSource(_Section):
 
 
 SOURCE_CLASSES = {c.model_fields["source"].annotation.__args__[0]: c for c in (
-    ShapesSource, CocoSource, VocSource, ImageFolderSource, TFRecordSource, DigitsSource)}
+    ShapesSource, FacesSource, CocoSource, VocSource, PtsSource, ImageFolderSource, TFRecordSource, DigitsSource)}
 SOURCES = tuple(SOURCE_CLASSES)
 # Sources whose own `split` field selects a held-out part; `val: null` means that part.
-SPLIT_SOURCES = ("shapes", "digits", "voc")
+SPLIT_SOURCES = ("shapes", "faces", "digits", "voc")
 
-DataSource = Annotated[Union[ShapesSource, CocoSource, VocSource, ImageFolderSource, TFRecordSource,
-                             DigitsSource], Field(discriminator="source")]
+DataSource = Annotated[Union[ShapesSource, FacesSource, CocoSource, VocSource, PtsSource, ImageFolderSource,
+                             TFRecordSource, DigitsSource], Field(discriminator="source")]
 
 
 class NormalizeStats(_Section):

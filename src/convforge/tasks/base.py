@@ -74,8 +74,9 @@ class Task:
         """The pydantic class that validates a `head:` section (tasks with several heads choose by its name)."""
         return cls.Options
 
-    def label_names(self, class_names):
-        """The names of the model's output classes given the dataset's (segmentation adds the background)."""
+    def label_names(self, class_names, source=None):
+        """The names of the model's outputs given the dataset's classes and its source (segmentation adds the
+        background; keypoints are named by the source's keypoint names)."""
         return list(class_names)
 
     def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):

@@ -91,7 +91,7 @@ class Segmentation(Task):
         """The backbone levels the decoder reads."""
         return tuple(self.options.levels or _DEFAULT_LEVELS[self.options.name])
 
-    def label_names(self, class_names):
+    def label_names(self, class_names, source=None):
         """The model's classes: the background, then the dataset's."""
         names = list(class_names)
         return names if names[:1] == [BACKGROUND] else [BACKGROUND, *names]

@@ -36,6 +36,12 @@ def open_source(source_cfg, strict):
         spec = {"source": "shapes", "split": cfg["split"], "out_dir": cfg["path"], "strict": strict, "n": cfg["n"],
                 "size": cfg["size"], "seed": cfg["seed"], "val_fraction": cfg["val_fraction"],
                 "objects": tuple(cfg["objects"]), "classes": tuple(cfg["classes"]), "rotate": cfg["rotate"]}
+    elif name == "faces":
+        spec = {"source": "faces", "split": cfg["split"], "out_dir": cfg["path"], "strict": strict, "n": cfg["n"],
+                "size": cfg["size"], "seed": cfg["seed"], "val_fraction": cfg["val_fraction"],
+                "landmarks": cfg["landmarks"]}
+    elif name == "pts":
+        spec = {"source": "pts", "path": cfg["path"], "one_based": cfg["one_based"], "strict": strict}
     elif name == "coco":
         spec = {"source": "coco", "annotations": cfg["annotations"], "images_root": cfg["images"], "strict": strict}
     elif name == "voc":
@@ -80,7 +86,7 @@ def model_class_names(recipe, source):
     from convforge.tasks import get_task
 
     names = list(getattr(source, "class_names", None) or [])
-    return get_task(recipe.task, recipe.head).label_names(names) if names else []
+    return get_task(recipe.task, recipe.head).label_names(names, source) if names else []
 
 
 def plain_train_dataset(recipe):

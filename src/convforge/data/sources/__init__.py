@@ -1,16 +1,18 @@
 """Dataset sources: each turns one on-disk (or embedded) layout into Records, ImageArrays or Examples."""
 import inspect
 
+from convforge.data.faces import load_faces
 from convforge.data.shapes import load_shapes
 from convforge.data.sources.coco import coco
 from convforge.data.sources.digits import digits
 from convforge.data.sources.folder import image_folder
+from convforge.data.sources.pts import pts
 from convforge.data.sources.tfrecord import tfrecord, write_tfrecord
 from convforge.data.sources.voc import VOC_CLASSES, voc
 from convforge.errors import DataError, close_matches
 
 SOURCES = {"image_folder": image_folder, "coco": coco, "voc": voc, "tfrecord": tfrecord, "digits": digits,
-           "shapes": load_shapes}
+           "shapes": load_shapes, "faces": load_faces, "pts": pts}
 
 
 def load_source(spec):
@@ -33,5 +35,5 @@ def load_source(spec):
         raise DataError(f"data source {name!r} cannot take {spec}: {exc}") from None
 
 
-__all__ = ["SOURCES", "VOC_CLASSES", "coco", "digits", "image_folder", "load_shapes", "load_source", "tfrecord",
-           "voc", "write_tfrecord"]
+__all__ = ["SOURCES", "VOC_CLASSES", "coco", "digits", "image_folder", "load_faces", "load_shapes", "load_source",
+           "pts", "tfrecord", "voc", "write_tfrecord"]
