@@ -46,6 +46,7 @@ bench: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/export_speed.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/detection.py --train
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/segmentation.py --train
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/keypoints.py --train
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/detector_speed.py
 	CONVFORGE=$(VENV)/bin/convforge sh benchmarks/compare.sh
 

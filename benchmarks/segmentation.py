@@ -10,58 +10,26 @@ benchmarks/results/segmentation.json and segmentation.md (the README's table). R
 import os
 import pathlib
 import sys
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = pathlib.Path(__file__).parent / "results"
-QUANTIZED = ("tflite_fp16", "tflite_dynamic", "tflite_int8")
 
 
 def measure(recipe_path, train=False):
-    """One recipe's row: its run's metric and training time, its quantized exports' metric, params, MACs and
-    per-image latencies."""
-    import keras
-
-    from convforge.bench.export_speed import latencies_in_turns
-    from convforge.bench.recipe_runs import model_size, newest_run
-    from convforge.modelfile import load_model
+    """One recipe's row (bench.recipe_runs.measured_row) with its decoder and upsampling mode."""
+    from convforge.bench.recipe_runs import measured_row
     from convforge.recipes import load_recipe
-    from convforge.runs import export_run
-    from convforge.tasks import get_task
-    from convforge.train.datasets import val_data
 
-    recipe = load_recipe(recipe_path)
-    task = get_task(recipe.task, recipe.head)
-    head = recipe.head or {}
-    row = {"recipe": recipe_path.name, "task": recipe.task, "decoder": head.get("name"),
-           "upsampling": head.get("upsampling", "–"), "backbone": recipe.model.architecture,
-           "input": "x".join(map(str, recipe.model.input_shape)), "metric": task.headline_metric, "error": None}
-    run, metrics = newest_run(recipe, recipe_path, train, ROOT)
-    if run is None:
-        return {**row, "error": metrics}
-    row.update(run=str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
-               value=metrics.get(f"val_{task.headline_metric}"), train_seconds=metrics.get("seconds"),
-               epochs=metrics.get("epochs_completed"), precision=metrics.get("precision"))
-    model = load_model(run / "model.keras")
-    row.update(model_size(model))
-    val, _ = val_data(recipe)
-    image = next(iter(val))[0].numpy()[:1].astype("float32")
-    with tempfile.TemporaryDirectory(prefix="convforge-segmentation-bench-") as tmp:
-        exported = export_run(run, out=tmp, formats=["tflite", *QUANTIZED], fail_on_drop=False, progress=None)
-        for artifact in exported["card"]["artifacts"]:
-            row[f"{artifact['format']}_value"] = (artifact["check"].get("metric") or {}).get("value")
-        paths = {fmt: exported["paths"][fmt] for fmt in ("tflite", "tflite_int8")}
-        times, notes = latencies_in_turns(model, image, paths)
-    row.update({f"{fmt}_note": note for fmt, note in notes.items()})
-    row.update({f"{name}_ms": ms for name, ms in times.items()})
-    keras.backend.clear_session()
-    return row
+    head = load_recipe(recipe_path).head or {}
+    return measured_row(recipe_path, {"recipe": recipe_path.name, "decoder": head.get("name"),
+                                      "upsampling": head.get("upsampling", "–")}, train, ROOT)
 
 
 def render(result):
     """The Markdown tables of the rows (semantic, then instance segmentation), with the machine under them."""
+    from convforge.bench.recipe_runs import QUANTIZED
     from convforge.numbers import cell
 
     header = ["| decoder | upsampling | backbone, input | params | GMACs | {m} | fp16 {m} | dynamic {m} | int8 {m} | "

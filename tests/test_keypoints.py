@@ -40,6 +40,11 @@ def test_heatmaps_decode_to_the_points_they_encode():
     error_px = np.abs(decoded - points)[labelled] * 96  # in pixels of a 96 px input (stride 4)
     assert error_px.max() < 0.5, error_px.max()
     assert np.all(scores[labelled] > 0.79) and scores[1, 3] == 0  # a peak sits within half a cell of its point
+    # Logits trained towards the Gaussians (the cross-entropy head's) decode alike: a log-Gaussian is a parabola,
+    # and the target's own distribution scores about 1 (its peak cell holds 0.9-1 of a continuous peak).
+    logits = np.log(np.maximum(maps, 1e-30))[:1] + 3.0  # any offset: a softmax ignores it
+    decoded, scores = (np.asarray(v) for v in decode_heatmaps(logits, sigma=1.5, logits=True))
+    assert np.abs(decoded - points[:1]).max() * 96 < 0.5 and np.all(scores > 0.9)
 
 
 def test_flip_pairs_of_the_face_landmarks_are_the_300w_mirror_points():

@@ -261,8 +261,8 @@ BAD = [
     (dict(data__augment=[{"name": "crop", "zoon": 0.2}]), [
         "data.augment[0].zoon: crop takes no argument 'zoon' (did you mean 'zoom'?)"]),
     (dict(task="detektion"), ["task: 'detektion' is not a task (did you mean 'detection'",
-                              "accepted: classification, detection, instance_segmentation, localization, "
-                              "segmentation"]),
+                              "accepted: classification, detection, instance_segmentation, keypoints, "
+                              "localization, segmentation, shape3d"]),
     (dict(export__formats=["onnx", "tflite_int9"]), [
         "export.formats[1]: 'tflite_int9' is not an export format (did you mean 'tflite_int8'",
         "accepted: saved_model"]),
@@ -276,7 +276,7 @@ BAD = [
                                            "did you mean 'se_ratio'"]),
     (dict(model__input_shape=[64, 64]), ["model.input_shape: [64, 64] has 2 items"]),
     (dict(data__train={"source": "cocoa"}), ["data.train.source: 'cocoa' is not a data source",
-                                             "did you mean 'coco'", "accepted: shapes, coco"]),
+                                             "did you mean 'coco'", "accepted: shapes, faces, solids, coco"]),
     (dict(data__train={"source": "shapes", "n": 0}), ["data.train.n: 0 is out of range"]),
     (dict(data__normalize="imagenett"), ["data.normalize: 'imagenett' is not a normalization",
                                          "did you mean 'imagenet'"]),

@@ -160,6 +160,28 @@ def cmd_data_faces(args):
     return 0
 
 
+def cmd_data_solids(args):
+    """Write the procedural solids set: images with .binvox voxel grids beside them."""
+    from convforge.data import generate_solids
+
+    for split, folder in generate_solids(args.out, n=args.n, size=args.size, seed=args.seed,
+                                         val_fraction=args.val_fraction, voxels=args.voxels).items():
+        print(f"{split}: {folder} (images with .binvox grids, one folder per solid)")
+    return 0
+
+
+def _synthetic_parser(data_sub, name, help_text, layout, size, func):
+    """The `convforge data NAME` sub-command of a procedural set, with the arguments every set takes."""
+    q = data_sub.add_parser(name, help=help_text)
+    q.add_argument("out", help=layout)
+    q.add_argument("--n", type=int, default=2000, help="images in total (default: 2000)")
+    q.add_argument("--size", type=int, default=size, help=f"image side in pixels (default: {size})")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--val-fraction", type=float, default=0.2)
+    q.set_defaults(func=func)
+    return q
+
+
 def _records_for(args):
     """Records to convert: a recipe's split, a COCO JSON, a VOC root or an image folder, by what INPUT is."""
     import pathlib
@@ -392,28 +414,23 @@ def build_parser():
     p = sub.add_parser("recipe-schema", help="print the JSON schema of recipes")
     p.set_defaults(func=cmd_recipe_schema)
 
-    p = sub.add_parser("data", help="write an embedded procedural set (shapes, faces), or convert a dataset to "
-                                    "TFRecord")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{shapes,faces,to-tfrecord}")
-    q = data_sub.add_parser("shapes", help="generate the procedural shapes set as a COCO dataset")
-    q.add_argument("out", help="folder to write (images/{train,val}/, annotations/instances_{train,val}.json)")
-    q.add_argument("--n", type=int, default=2000, help="images in total (default: 2000)")
-    q.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--val-fraction", type=float, default=0.2)
+    p = sub.add_parser("data", help="write an embedded procedural set (shapes, faces, solids), or convert a "
+                                    "dataset to TFRecord")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{shapes,faces,solids,to-tfrecord}")
+    coco_layout = "folder to write (images/{train,val}/, annotations/instances_{train,val}.json)"
+    q = _synthetic_parser(data_sub, "shapes", "generate the procedural shapes set as a COCO dataset", coco_layout,
+                          64, cmd_data_shapes)
     q.add_argument("--objects", type=_pair, default=(1, 1), help="MIN,MAX shapes per image (default: 1,1)")
     q.add_argument("--classes", help="comma-separated subset of circle,rectangle,triangle,star")
     q.add_argument("--no-rotate", action="store_true", help="draw shapes upright")
-    q.set_defaults(func=cmd_data_shapes)
-    q = data_sub.add_parser("faces", help="generate the procedural faces set (300-W landmarks) as COCO keypoints")
-    q.add_argument("out", help="folder to write (images/{train,val}/, annotations/instances_{train,val}.json)")
-    q.add_argument("--n", type=int, default=2000, help="images in total (default: 2000)")
-    q.add_argument("--size", type=int, default=96, help="image side in pixels (default: 96)")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--val-fraction", type=float, default=0.2)
+    q = _synthetic_parser(data_sub, "faces", "generate the procedural faces set (300-W landmarks) as COCO keypoints",
+                          coco_layout, 96, cmd_data_faces)
     q.add_argument("--landmarks", type=int, default=68, choices=(68, 5),
                    help="68 (the 300-W points) or 5 (outer eye corners, nose tip, mouth corners)")
-    q.set_defaults(func=cmd_data_faces)
+    q = _synthetic_parser(data_sub, "solids", "generate the procedural solids set (images + .binvox voxel grids)",
+                          "folder to write ({train,val}/<solid>/NNNNNN.png + .binvox, and info.json)", 64,
+                          cmd_data_solids)
+    q.add_argument("--voxels", type=int, default=32, help="the voxel grids' side (default: 32)")
     q = data_sub.add_parser("to-tfrecord", help="convert a recipe split, COCO, VOC or image folder to TFRecord")
     q.add_argument("input", help="a recipe .yaml, a COCO instances .json (with --images), a VOC root or an "
                                  "image folder (one sub-folder per class)")

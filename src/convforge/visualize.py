@@ -300,3 +300,49 @@ def draw_keypoints(image, points, scores, names, out_path, skeleton=None):
     with replacing(out_path, "wb") as handle:
         canvas.save(handle, format="PNG")
     return out_path
+
+
+def draw_mesh(image, vertices, faces, out_path):
+    """Write a PNG of the image beside a shaded render of a mesh in the camera's frame (x right, y up, z towards
+    the viewer, over [-1, 1]^3), seen a little from above and the side so that its depth shows."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+    from PIL import Image
+
+    pixels = np.asarray(image, dtype=np.uint8)
+    picture = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
+    side = 320
+    picture = picture.resize((side, side * picture.height // picture.width), Image.BILINEAR)
+    fig = plt.figure(figsize=(3.2, 3.2), dpi=100)
+    ax = fig.add_subplot(projection="3d")
+    vertices = np.asarray(vertices, np.float64)
+    if len(faces):
+        # Matplotlib's third axis is up: plot (x, z, y), so the image's up stays up.
+        triangles = vertices[np.asarray(faces)][..., [0, 2, 1]]
+        normals = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
+        normals /= np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-9)
+        light = np.array([0.3, -0.6, 0.75])
+        shade = 0.3 + 0.7 * np.abs(normals @ (light / np.linalg.norm(light)))
+        ax.add_collection3d(Poly3DCollection(triangles, facecolors=np.outer(shade, [0.45, 0.65, 0.9]),
+                                             edgecolors="none"))
+    else:
+        ax.text(0, 0, 0, "empty grid", ha="center")
+    ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1))
+    ax.view_init(elev=20, azim=-65)
+    ax.set_axis_off()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    render = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").resize((side, side), Image.BILINEAR)
+    canvas = Image.new("RGB", (picture.width + side, max(picture.height, side)), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    canvas.paste(render, (picture.width, 0))
+    with replacing(out_path, "wb") as handle:
+        canvas.save(handle, format="PNG")
+    return out_path

@@ -1,5 +1,6 @@
-"""What the per-task benchmark tables (benchmarks/detection.py, benchmarks/segmentation.py) read from a shipped
-recipe: its newest trained run (trained on request), and the size of the model that run saved."""
+"""What the per-task benchmark tables (benchmarks/detection.py, segmentation.py, keypoints.py) read from a shipped
+recipe: its newest trained run (trained on request), the size of the model that run saved, and its exports'
+metric and latency."""
 import json
 import pathlib
 
@@ -33,6 +34,51 @@ def model_size(model):
     except Exception as error:  # a layer the walker cannot follow leaves the cell empty, with the reason
         size["macs_note"] = one_line(error)
     return size
+
+
+QUANTIZED = ("tflite_fp16", "tflite_dynamic", "tflite_int8")
+
+
+def measured_row(recipe_path, row, train=False, root=None):
+    """`row` (the table's descriptive cells) completed for one recipe: its newest run's headline metric (`value`)
+    and training time, its TFLite fp16, dynamic-range and int8 exports' metric judged on the whole val split
+    (`<format>_value`), params and MACs, and batch-1 latency in Keras and LiteRT fp32 / int8 (`<name>_ms`)."""
+    import tempfile
+
+    import keras
+
+    from convforge.bench.export_speed import latencies_in_turns
+    from convforge.modelfile import load_model
+    from convforge.recipes import load_recipe
+    from convforge.runs import export_run
+    from convforge.tasks import get_task
+    from convforge.train.datasets import val_data
+
+    recipe = load_recipe(recipe_path)
+    task = get_task(recipe.task, recipe.head)
+    row = {**row, "task": recipe.task, "backbone": recipe.model.architecture,
+           "input": "x".join(map(str, recipe.model.input_shape)), "metric": task.headline_metric, "error": None}
+    run, metrics = newest_run(recipe, recipe_path, train, root)
+    if run is None:
+        return {**row, "error": metrics}
+    root = pathlib.Path(root) if root is not None else None
+    row.update(run=str(run.relative_to(root)) if root is not None and run.is_relative_to(root) else str(run),
+               value=metrics.get(f"val_{task.headline_metric}"), train_seconds=metrics.get("seconds"),
+               epochs=metrics.get("epochs_completed"), precision=metrics.get("precision"))
+    model = load_model(run / "model.keras")
+    row.update(model_size(model))
+    val, _ = val_data(recipe)
+    image = next(iter(val))[0].numpy()[:1].astype("float32")
+    with tempfile.TemporaryDirectory(prefix="convforge-bench-") as tmp:
+        exported = export_run(run, out=tmp, formats=["tflite", *QUANTIZED], fail_on_drop=False, progress=None)
+        for artifact in exported["card"]["artifacts"]:
+            row[f"{artifact['format']}_value"] = (artifact["check"].get("metric") or {}).get("value")
+        paths = {fmt: exported["paths"][fmt] for fmt in ("tflite", "tflite_int8")}
+        times, notes = latencies_in_turns(model, image, paths)
+    row.update({f"{fmt}_note": note for fmt, note in notes.items()})
+    row.update({f"{name}_ms": ms for name, ms in times.items()})
+    keras.backend.clear_session()
+    return row
 
 
 def recipe_table(description, folder, measure, failed_row, out_dir, stem, render, argv=None):

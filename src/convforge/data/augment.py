@@ -31,9 +31,9 @@ BOX_FORMAT = "xyxy"
 
 
 # Every annotation kind a record can carry (see data.records); photometric augmentations carry all of them.
-ANNOTATION_KINDS = frozenset({"label", "boxes", "masks", "keypoints"})
-# The geometric ones move boxes, masks and keypoints with the pixels (move_spatial).
-GEOMETRIC = ANNOTATION_KINDS
+ANNOTATION_KINDS = frozenset({"label", "boxes", "masks", "keypoints", "voxels"})
+# The geometric ones move boxes, masks and keypoints with the pixels (move_spatial); none moves a voxel grid.
+GEOMETRIC = ANNOTATION_KINDS - {"voxels"}
 
 
 @dataclasses.dataclass(frozen=True)

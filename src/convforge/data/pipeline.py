@@ -61,6 +61,7 @@ def _record_slices(records, parser, num_keypoints):
         "segmentation": ragged(segmentations, object, (-1,)),
         "keypoints": ragged(keypoints, np.float32, (-1, num_keypoints, 3)),
         "source_id": [str(r.get("image_id", r["image_path"])) for r in kept],
+        "voxels": [r.get("voxels") or "" for r in kept],  # the .binvox grid beside the image, if any
     }
 
 

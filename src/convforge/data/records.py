@@ -191,6 +191,30 @@ class Skips:
         return Records(records, list(class_names), self.items, self.source, **extra)
 
 
+def images_with_sidecars(root, suffix, check, skips):
+    """(image path, sidecar path, parsed sidecar) for every image under `root` (searched recursively, hidden
+    entries left out) that has a file of the same stem ending in `suffix` beside it which `check(path)` parses;
+    the others are skipped (`skips`) with the reason."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for file in sorted(files):
+            if file.startswith(".") or not file.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            image = os.path.join(folder, file)
+            sidecar = os.path.splitext(image)[0] + suffix
+            if not os.path.isfile(sidecar):
+                skips.add(image, f"has no {os.path.basename(sidecar)} beside it")
+                continue
+            try:
+                parsed = check(sidecar)
+            except (ValueError, OSError) as exc:
+                skips.add(sidecar, f"is not a {suffix} file ({exc})")
+                continue
+            found.append((image, sidecar, parsed))
+    return found
+
+
 def largest_object(objects):
     """Return the non-crowd object with the largest box area, or None when there is none."""
     candidates = [o for o in objects if not o.get("iscrowd")]

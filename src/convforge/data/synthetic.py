@@ -1,4 +1,4 @@
-"""Procedural datasets written as real COCO files: the one writer behind shapes, faces and figures.
+"""Procedural datasets written as real dataset files: the one writer behind shapes, faces and solids.
 
 A generator is a `Synthetic`: its description (the tag stored in the JSON's info, by which an existing copy
 is recognized), a function validating its arguments into a JSON-ready params dict, one drawing images and
@@ -7,10 +7,11 @@ folder and renames it into place, so a crash never leaves a half-written dataset
 written with the same params. Backgrounds (smooth colour noise, gradients, stripes) are shared, so every set
 makes a model look at its objects, not at a flat colour.
 
-Layout::
+Layouts (`Synthetic.layout`)::
 
-    out_dir/images/train/000000.png ...         out_dir/annotations/instances_train.json
-    out_dir/images/val/000000.png ...           out_dir/annotations/instances_val.json
+    coco:   out_dir/images/train/000000.png ...         out_dir/annotations/instances_train.json
+            out_dir/images/val/000000.png ...           out_dir/annotations/instances_val.json
+    binvox: out_dir/train/<class>/000000.png + 000000.binvox ...   out_dir/train/info.json (and val/)
 """
 import concurrent.futures
 import dataclasses
@@ -44,8 +45,13 @@ class Synthetic:
     name: str  # "shapes": the cache folder prefix and the word error messages use
     description: str  # stored in the JSON's info; an existing folder holds this set when it matches
     params: Callable  # **arguments (each with its default) -> JSON-ready params dict; DataError on bad ones
-    draw_split: Callable  # (params, split, n) -> iterable of n (uint8 image, [annotation dicts without ids])
-    categories: Callable  # params -> COCO categories list
+    # (params, split, n) -> iterable of n (uint8 image, [annotation dicts without ids]) for the COCO layout,
+    # or of n (uint8 image, (class name, voxel grid)) for the binvox layout.
+    draw_split: Callable
+    categories: Callable  # params -> COCO categories list (COCO layout only)
+    # "coco": images/<split>/*.png and annotations/instances_<split>.json; "binvox": <split>/<class>/k.png with
+    # k.binvox beside it and <split>/info.json (read back by data.sources.binvox).
+    layout: str = "coco"
 
     @property
     def defaults(self):
@@ -65,6 +71,30 @@ def check_common(what, n, size, val_fraction, min_size=16):
         raise DataError(f"{what} n={n!r} must be a positive integer and size={size!r} an integer >= {min_size}")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"{what} val_fraction={val_fraction} must lie in [0, 1)")
+
+
+def _write_binvox_split(gen, folder, split, params, first_id):
+    """Draw and save one split as images with their .binvox grids, by class folder; return the next free id."""
+    from PIL import Image
+
+    from convforge.data.sources.binvox import write_binvox
+
+    n = split_size(params, split)
+    saves = []
+    with concurrent.futures.ThreadPoolExecutor(2) as writer:
+        for k, (pixels, (name, grid)) in enumerate(gen.draw_split(params, split, n)):
+            stem = os.path.join(folder, split, name, f"{k:06d}")
+            os.makedirs(os.path.dirname(stem), exist_ok=True)
+            saves.append(writer.submit(Image.fromarray(pixels).save, stem + ".png", compress_level=1))
+            saves.append(writer.submit(write_binvox, stem + ".binvox", grid))
+        for save in saves:
+            save.result()
+    os.makedirs(os.path.join(folder, split), exist_ok=True)
+    info = {"description": gen.description, "version": str(params.get("version", 1)), "split": split,
+            "params": params}
+    with open(os.path.join(folder, split, "info.json"), "w", encoding="utf-8") as f:
+        f.write(json.dumps({"info": info}))
+    return first_id + n
 
 
 def _write_split(gen, folder, split, params, first_id):
@@ -97,18 +127,33 @@ def _write_split(gen, folder, split, params, first_id):
     return first_id + n
 
 
-def splits(out_dir):
-    """The CocoSplit of each split under out_dir."""
+def splits(out_dir, layout="coco"):
+    """The CocoSplit of each split under out_dir (the binvox layout: each split's folder)."""
+    if layout == "binvox":
+        return {s: os.path.join(out_dir, s) for s in SPLITS}
     return {s: CocoSplit(os.path.join(out_dir, "annotations", f"instances_{s}.json"),
                          os.path.join(out_dir, "images", s)) for s in SPLITS}
+
+
+def _split_files(gen, out_dir, split):
+    """(the JSON holding a split's info, the number of its images on disk, or None when its folder is missing)."""
+    if gen.layout == "binvox":
+        folder = os.path.join(out_dir, split)
+        if not os.path.isdir(folder):
+            return os.path.join(folder, "info.json"), None
+        count = sum(f.endswith(".png") for _, _, files in os.walk(folder) for f in files)
+        return os.path.join(folder, "info.json"), count
+    annotations, images_root = splits(out_dir)[split]
+    return annotations, len(os.listdir(images_root)) if os.path.isdir(images_root) else None
 
 
 def stored_params(gen, out_dir):
     """The params recorded in an existing dataset of `gen`, or None when out_dir holds no complete one."""
     found = None
-    for split, (annotations, images_root) in splits(out_dir).items():
+    for split in SPLITS:
+        info_file, count = _split_files(gen, out_dir, split)
         try:
-            with open(annotations, encoding="utf-8") as f:
+            with open(info_file, encoding="utf-8") as f:
                 info = json.load(f).get("info", {})
         except (OSError, ValueError):
             return None
@@ -117,7 +162,7 @@ def stored_params(gen, out_dir):
         found = info.get("params")
         if not isinstance(found, dict) or not {"n", "val_fraction"} <= set(found):
             return None
-        if not os.path.isdir(images_root) or len(os.listdir(images_root)) != split_size(found, split):
+        if count != split_size(found, split):
             return None
     return found
 
@@ -145,20 +190,21 @@ def generate(gen, out_dir, **kwargs):
     temp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{tag}")
     old = os.path.join(parent, f".{os.path.basename(out_dir)}.old-{tag}")
     try:
-        os.makedirs(os.path.join(temp, "annotations"))
+        os.makedirs(os.path.join(temp, "annotations") if gen.layout == "coco" else temp)
+        write = _write_split if gen.layout == "coco" else _write_binvox_split
         next_id = 1
         with warnings.catch_warnings():
             # pycocotools 2.0 decodes through an __array__ without numpy 2's copy keyword; harmless here.
             warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
             for split in SPLITS:
-                next_id = _write_split(gen, temp, split, params, next_id)
+                next_id = write(gen, temp, split, params, next_id)
         if os.path.exists(out_dir):
             os.rename(out_dir, old)
         os.rename(temp, out_dir)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-    return splits(out_dir)
+    return splits(out_dir, gen.layout)
 
 
 def ensure(gen, out_dir, **kwargs):
@@ -166,13 +212,13 @@ def ensure(gen, out_dir, **kwargs):
     params = gen.params(**_arguments(gen, kwargs))
     out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
     if stored_params(gen, out_dir) == params:
-        return splits(out_dir)
+        return splits(out_dir, gen.layout)
     try:
         return generate(gen, out_dir, **kwargs)
     except OSError:
         # Another process may have renamed the same dataset into place first; theirs is as good as ours.
         if stored_params(gen, out_dir) == params:
-            return splits(out_dir)
+            return splits(out_dir, gen.layout)
         raise
 
 
@@ -184,13 +230,18 @@ def default_dir(gen, **kwargs):
 
 
 def load(gen, split="train", out_dir=None, strict=False, **kwargs):
-    """A generator's source: ensure its dataset exists, then load `split` with coco()."""
-    from convforge.data.sources.coco import coco
-
+    """A generator's source: ensure its dataset exists, then load `split` with coco() (or binvox())."""
     if split not in SPLITS:
         raise DataError(f"{gen.name} split {split!r} is not one of {', '.join(SPLITS)}{close_matches(split, SPLITS)}")
     out_dir = out_dir or default_dir(gen, **kwargs)
-    return coco(*ensure(gen, out_dir, **kwargs)[split], strict=strict)
+    found = ensure(gen, out_dir, **kwargs)[split]
+    if gen.layout == "binvox":
+        from convforge.data.sources.binvox import binvox
+
+        return binvox(found, strict=strict)
+    from convforge.data.sources.coco import coco
+
+    return coco(*found, strict=strict)
 
 
 # ---- backgrounds ---------------------------------------------------------------------------------------------

@@ -4,4 +4,4 @@ Importing this package registers every head's custom Keras objects (layers, loss
 that uses them loads in a fresh process.
 """
 from convforge.heads import classification, localization, single_shot, two_stage, yolo  # noqa: F401
-from convforge.heads import keypoints, mask_rcnn, overfeat, rcnn, segmentation  # noqa: F401
+from convforge.heads import keypoints, mask_rcnn, overfeat, rcnn, segmentation, voxels  # noqa: F401

@@ -192,28 +192,35 @@ class ModelSection(_Section):
 
 # ----------------------------------------------------------------------------------------------------- data
 
-class ShapesSource(_Section):
-    """Synthetic images of coloured shapes on noise, generated once into `path` and reused."""
+class _SyntheticSource(_Section):
+    """A procedural set (data.synthetic), generated once into `path` and reused while its arguments stay."""
 
     file_fields: ClassVar[tuple] = ()
-    source: Literal["shapes"]
-    path: str = Field("data/shapes", description="cache folder, created on demand (relative to the working "
-                                                 "directory)")
+    path: str = Field("data/synthetic", description="cache folder, created on demand (relative to the working "
+                                                    "directory)")
     n: PosInt = Field(2000, description="images in the whole set, train and val together")
     size: PosInt = Field(64, description="image height and width")
     seed: Int = 0
     val_fraction: Fraction = 0.2
-    objects: Annotated[list[PosInt], Field(min_length=2, max_length=2)] = Field(
-        default_factory=lambda: [1, 1], description="[min, max] shapes per image")
-    classes: Annotated[list[Literal[SHAPE_NAMES]], Field(min_length=1)] = Field(
-        default_factory=lambda: list(SHAPE_NAMES), description="the shapes to draw, in class-id order")
-    rotate: Bool = Field(True, description="rotate rectangles, triangles and stars by a random angle")
     split: Literal[SPLITS] = "train"
 
     @field_validator("path")
     @classmethod
     def _writable(cls, value):
         return _check_writable(value)
+
+
+class ShapesSource(_SyntheticSource):
+    """Synthetic images of coloured shapes on noise (data.shapes)."""
+
+    source: Literal["shapes"]
+    path: str = Field("data/shapes", description="cache folder, created on demand (relative to the working "
+                                                 "directory)")
+    objects: Annotated[list[PosInt], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [1, 1], description="[min, max] shapes per image")
+    classes: Annotated[list[Literal[SHAPE_NAMES]], Field(min_length=1)] = Field(
+        default_factory=lambda: list(SHAPE_NAMES), description="the shapes to draw, in class-id order")
+    rotate: Bool = Field(True, description="rotate rectangles, triangles and stars by a random angle")
 
     @field_validator("objects")
     @classmethod
@@ -230,25 +237,24 @@ class ShapesSource(_Section):
         return value
 
 
-class FacesSource(_Section):
-    """Synthetic faces with 68 (or 5) landmarks in the 300-W order (data.faces), generated once into `path`."""
+class FacesSource(_SyntheticSource):
+    """Synthetic faces with 68 (or 5) landmarks in the 300-W order (data.faces)."""
 
-    file_fields: ClassVar[tuple] = ()
     source: Literal["faces"]
     path: str = Field("data/faces", description="cache folder, created on demand (relative to the working "
                                                 "directory)")
-    n: PosInt = Field(2000, description="images in the whole set, train and val together")
     size: PosInt = Field(96, description="image height and width")
-    seed: Int = 0
-    val_fraction: Fraction = 0.2
     landmarks: Literal[68, 5] = Field(68, description="68 (the 300-W points) or 5 (outer eye corners, nose tip, "
                                                       "mouth corners)")
-    split: Literal[SPLITS] = "train"
 
-    @field_validator("path")
-    @classmethod
-    def _writable(cls, value):
-        return _check_writable(value)
+
+class SolidsSource(_SyntheticSource):
+    """Synthetic solids with voxel grids (data.solids)."""
+
+    source: Literal["solids"]
+    path: str = Field("data/solids", description="cache folder, created on demand (relative to the working "
+                                                 "directory)")
+    voxels: PosInt = Field(32, description="the grids' side")
 
 
 class _FileSource(_Section):
@@ -301,6 +307,15 @@ class PtsSource(_FileSource):
     one_based: Bool = Field(False, description="the points are indexed from 1 (MATLAB tools): subtract 1")
 
 
+class BinvoxSource(_FileSource):
+    """A folder of images, each with its .binvox voxel grid beside it; first-level sub-folders are the classes."""
+
+    must_exist: ClassVar[dict] = {"path": "dir"}
+    file_fields: ClassVar[tuple] = tuple(must_exist)
+    source: Literal["binvox"]
+    path: str
+
+
 class ImageFolderSource(_FileSource):
     """One sub-folder of images per class; the sorted folder names are the class names."""
 
@@ -330,13 +345,15 @@ class DigitsSource(_Section):
 
 
 SOURCE_CLASSES = {c.model_fields["source"].annotation.__args__[0]: c for c in (
-    ShapesSource, FacesSource, CocoSource, VocSource, PtsSource, ImageFolderSource, TFRecordSource, DigitsSource)}
+    ShapesSource, FacesSource, SolidsSource, CocoSource, VocSource, PtsSource, BinvoxSource, ImageFolderSource,
+    TFRecordSource, DigitsSource)}
 SOURCES = tuple(SOURCE_CLASSES)
 # Sources whose own `split` field selects a held-out part; `val: null` means that part.
-SPLIT_SOURCES = ("shapes", "faces", "digits", "voc")
+SPLIT_SOURCES = ("shapes", "faces", "solids", "digits", "voc")
 
-DataSource = Annotated[Union[ShapesSource, FacesSource, CocoSource, VocSource, PtsSource, ImageFolderSource,
-                             TFRecordSource, DigitsSource], Field(discriminator="source")]
+DataSource = Annotated[Union[ShapesSource, FacesSource, SolidsSource, CocoSource, VocSource, PtsSource,
+                             BinvoxSource, ImageFolderSource, TFRecordSource, DigitsSource],
+                       Field(discriminator="source")]
 
 
 class NormalizeStats(_Section):

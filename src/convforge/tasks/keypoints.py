@@ -71,6 +71,9 @@ class HeatmapOptions(_KeypointOptions):
                                  "convs (Simple Baselines) or bilinear x2 + 3x3 convs")
     channels: int = Field(64, ge=1, description="the upsampling layers' width")
     sigma: float = Field(1.5, gt=0, description="the target Gaussians' standard deviation, in heatmap cells")
+    loss: Literal["cross_entropy", "mse"] = Field(
+        "cross_entropy", description="cross_entropy (a softmax over each map's cells against the normalized "
+                                     "Gaussian) or mse (Simple Baselines' squared error against the Gaussian)")
 
 
 class RegressionOptions(_KeypointOptions):
@@ -166,10 +169,12 @@ class Keypoints(Task):
         o = self.options
         size = model.input_shape[1:3]
         if o.name == "heatmap":
-            loss = HeatmapLoss(o.sigma)
+            loss = HeatmapLoss(o.sigma, o.loss)
+            metric = PointError(size, sigma=o.sigma, logits=o.loss == "cross_entropy")
         else:
             loss = RegressionLoss(size, o.loss, o.wing_width, o.wing_curvature, o.visibility_weight)
-        return dict(loss=loss, metrics=[PointError(size, sigma=o.sigma if o.name == "heatmap" else None)])
+            metric = PointError(size)
+        return dict(loss=loss, metrics=[metric])
 
     def inference_model(self, model):
         """The model with its output decoded: {"keypoints" (B, K, 2), "scores" (B, K)}."""
@@ -180,7 +185,9 @@ class Keypoints(Task):
         if isinstance(model.output, dict):
             return model
         if len(model.output.shape) == 4:
-            decode = DecodeHeatmaps(getattr(self.options, "sigma", None), name="decode_keypoints")
+            o = self.options
+            decode = DecodeHeatmaps(getattr(o, "sigma", None), logits=getattr(o, "loss", "") == "cross_entropy",
+                                    name="decode_keypoints")
         else:
             decode = DecodeRegression(name="decode_keypoints")
         return keras.Model(model.input, decode(model.output), name=model.name)

@@ -40,6 +40,12 @@ def open_source(source_cfg, strict):
         spec = {"source": "faces", "split": cfg["split"], "out_dir": cfg["path"], "strict": strict, "n": cfg["n"],
                 "size": cfg["size"], "seed": cfg["seed"], "val_fraction": cfg["val_fraction"],
                 "landmarks": cfg["landmarks"]}
+    elif name == "solids":
+        spec = {"source": "solids", "split": cfg["split"], "out_dir": cfg["path"], "strict": strict, "n": cfg["n"],
+                "size": cfg["size"], "seed": cfg["seed"], "val_fraction": cfg["val_fraction"],
+                "voxels": cfg["voxels"]}
+    elif name == "binvox":
+        spec = {"source": "binvox", "path": cfg["path"], "strict": strict}
     elif name == "pts":
         spec = {"source": "pts", "path": cfg["path"], "one_based": cfg["one_based"], "strict": strict}
     elif name == "coco":

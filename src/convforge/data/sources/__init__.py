@@ -3,6 +3,8 @@ import inspect
 
 from convforge.data.faces import load_faces
 from convforge.data.shapes import load_shapes
+from convforge.data.solids import load_solids
+from convforge.data.sources.binvox import binvox
 from convforge.data.sources.coco import coco
 from convforge.data.sources.digits import digits
 from convforge.data.sources.folder import image_folder
@@ -12,7 +14,7 @@ from convforge.data.sources.voc import VOC_CLASSES, voc
 from convforge.errors import DataError, close_matches
 
 SOURCES = {"image_folder": image_folder, "coco": coco, "voc": voc, "tfrecord": tfrecord, "digits": digits,
-           "shapes": load_shapes, "faces": load_faces, "pts": pts}
+           "shapes": load_shapes, "faces": load_faces, "pts": pts, "solids": load_solids, "binvox": binvox}
 
 
 def load_source(spec):
@@ -35,5 +37,5 @@ def load_source(spec):
         raise DataError(f"data source {name!r} cannot take {spec}: {exc}") from None
 
 
-__all__ = ["SOURCES", "VOC_CLASSES", "coco", "digits", "image_folder", "load_faces", "load_shapes", "load_source",
-           "pts", "tfrecord", "voc", "write_tfrecord"]
+__all__ = ["SOURCES", "VOC_CLASSES", "binvox", "coco", "digits", "image_folder", "load_faces", "load_shapes",
+           "load_solids", "load_source", "pts", "tfrecord", "voc", "write_tfrecord"]

@@ -17,7 +17,7 @@ indexed from 1 (MATLAB tools).
 """
 import os
 
-from convforge.data.records import IMAGE_EXTENSIONS, Skips, inspect_images, require_path
+from convforge.data.records import Skips, images_with_sidecars, inspect_images, require_path
 from convforge.errors import DataError
 
 
@@ -61,23 +61,7 @@ def pts(path, strict=False, one_based=False):
     if not os.path.isdir(root):
         raise DataError(f"{root} of {source} is a file; pass the folder holding the images and their .pts files")
     skips = Skips(source, strict)
-    candidates = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for file in sorted(files):
-            if file.startswith(".") or not file.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            image = os.path.join(folder, file)
-            landmarks = os.path.splitext(image)[0] + ".pts"
-            if not os.path.isfile(landmarks):
-                skips.add(image, f"has no {os.path.basename(landmarks)} beside it")
-                continue
-            try:
-                points = read_pts(landmarks)
-            except (ValueError, OSError) as exc:
-                skips.add(landmarks, f"is not a .pts file ({exc})")
-                continue
-            candidates.append((image, points))
+    candidates = [(image, points) for image, _, points in images_with_sidecars(root, ".pts", read_pts, skips)]
     count = len(candidates[0][1]) if candidates else 0
     records = []
     for (image, points), size in zip(candidates, inspect_images(p for p, _ in candidates)):
