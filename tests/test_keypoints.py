@@ -210,3 +210,13 @@ def test_the_regression_head_trains_and_its_int8_export_runs(tmp_path, policy):
     out = run(x[:4])
     reference = np.asarray(inference(x[:4])["keypoints"])
     assert info["input_dtype"] == "int8" and np.abs(out["keypoints"] - reference).max() * 48 < 3
+
+
+def test_the_export_judge_counts_a_rise_in_nme_as_a_drop():
+    from convforge.export.judge import judge
+
+    outputs = {"keypoints": np.zeros((2, 3, 2), "float32")}
+    worse = judge(0.05, outputs, 0.04, outputs, "nme", 0.5, 2, higher_is_better=False)
+    assert worse["drop_points"] == pytest.approx(1.0) and worse["status"] == "failed"
+    better = judge(0.035, outputs, 0.04, outputs, "nme", 0.5, 2, higher_is_better=False)
+    assert better["drop_points"] == pytest.approx(-0.5) and better["status"] == "passed"

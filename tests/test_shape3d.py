@@ -143,3 +143,38 @@ def test_the_voxel_recipe_trains_evaluates_draws_and_exports(tmp_path, monkeypat
                                 progress=None, latency_runs=0)
     for entry in exported["card"]["artifacts"]:
         assert entry["check"]["status"] == "passed" and entry["check"]["max_abs_diff"] <= 1e-4, entry
+
+
+def test_the_subvoxel_layer_is_a_kernel_2_transposed_3d_conv():
+    from convforge.heads.voxels import SubvoxelConvTranspose3D
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 3, 3, 5)).astype("float32")
+    reference = keras.layers.Conv3DTranspose(4, 2, strides=2)
+    ours = SubvoxelConvTranspose3D(4)
+    reference(x), ours(x)
+    ours.set_weights(reference.get_weights())
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(reference(x)), atol=1e-5)
+    # convmath counts it as the transposed conv it is: 27 voxels x 5 channels x 8 taps x 4 filters.
+    from convforge import convmath
+
+    inputs = keras.Input((3, 3, 3, 5))
+    for layer in (keras.layers.Conv3DTranspose(4, 2, strides=2), SubvoxelConvTranspose3D(4)):
+        assert convmath.count_macs(keras.Model(inputs, layer(inputs))) == 27 * 5 * 8 * 4
+
+
+@pytest.mark.parametrize("upsampling", ["subvoxel", "conv_transpose"])
+def test_the_voxel_model_learns_a_grid_under_mixed_bfloat16(upsampling):
+    """The path a bf16 CPU takes, for both decoders: the weighted cross-entropy falls and the voxel IoU of
+    the training grids rises; the logits stay float32."""
+    from convforge.tasks import get_task
+
+    task = get_task("shape3d", {"voxel_size": 8, "latent": 16, "channels": 16, "upsampling": upsampling})
+    model = task.build_model("resnet18", (32, 32, 3), 1, {"depths": [1, 1, 1, 1], "widths": [8, 8, 16, 16]},
+                             dtype="mixed_bfloat16")
+    assert model.output.dtype == "float32"
+    model.compile(optimizer=keras.optimizers.Adam(0.01), **task.compile_args(model))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(16, 32, 32, 3)).astype("float32")
+    y = np.repeat(_ball(8, 0.7)[None], 16, 0).astype("float32")
+    history = model.fit(x, y, epochs=6, batch_size=8, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0] and history["voxel_iou"][-1] > history["voxel_iou"][0]

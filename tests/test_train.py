@@ -95,13 +95,14 @@ def test_every_shipped_recipe_trains_one_epoch(recipe_path, shapes_dir, tmp_path
     assert metrics["epochs_completed"] == 1
     assert metrics["replicas"] == 1
     # Each task's headline metric and its companions; detection's are COCO's.
-    from convforge.tasks import task_class
+    from convforge.tasks import get_task
 
     companions = {"detection": {"val_AP", "val_AP75", "val_AR100"},
                   "instance_segmentation": {"val_AP", "val_AP75", "val_box_AP50", "mask_loss"},
                   "localization": {"val_accuracy", "val_iou", "box_iou", "val_box_iou"},
-                  "segmentation": {"val_pixel_accuracy", "mean_iou"}}
-    expected = {"loss", "val_loss", f"val_{task_class(recipe.task).headline_metric}"}
+                  "segmentation": {"val_pixel_accuracy", "mean_iou"},
+                  "keypoints": {"val_nme", "val_failure_rate", "val_pck", "point_error"}}
+    expected = {"loss", "val_loss", f"val_{get_task(recipe.task, recipe.head).headline_metric}"}
     expected |= companions.get(recipe.task, {"val_accuracy"})
     assert expected <= set(metrics), sorted(metrics)
     assert all(math.isfinite(metrics[k]) for k in expected)

@@ -45,6 +45,10 @@ class SubvoxelConvTranspose3D(layers.Layer):
         y = ops.reshape(y, (-1, 2 * n, 2 * n, 2 * n, f))
         return y + ops.cast(self.bias, y.dtype) if self.use_bias else y
 
+    def macs_per_image(self, in_shape, out_shape):
+        """Each input voxel's channels into 8 children's filters (what convmath counts)."""
+        return math.prod(in_shape) * 8 * self.filters
+
     def compute_output_shape(self, input_shape):
         n = input_shape[1]
         return (input_shape[0], 2 * n, 2 * n, 2 * n, self.filters)
