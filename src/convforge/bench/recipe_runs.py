@@ -91,6 +91,8 @@ def recipe_table(description, folder, measure, failed_row, out_dir, stem, render
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("recipes", nargs="*", help=f"recipes (default: {folder}/*.yaml)")
     parser.add_argument("--train", action="store_true", help="train recipes that have no run yet")
+    parser.add_argument("--merge", action="store_true", help="keep the other recipes' rows of the existing table "
+                                                             "(measure only those named)")
     args = parser.parse_args(argv)
     paths = [pathlib.Path(p).resolve() for p in args.recipes] or sorted(pathlib.Path(folder).glob("*.yaml"))
     machine = _machine()
@@ -102,8 +104,14 @@ def recipe_table(description, folder, measure, failed_row, out_dir, stem, render
             row = {**failed_row(path), "error": one_line(error)}
         rows.append(row)
         print(f"[{i}/{len(paths)}] {json.dumps(row)}", flush=True)
-    result = {"machine": machine, "rows": rows}
     out_dir = pathlib.Path(out_dir)
+    previous = out_dir / f"{stem}.json"
+    if args.merge and previous.exists():
+        # The table keeps its order: a measured recipe replaces its old row, a new one is added at the end.
+        fresh = {r["recipe"]: r for r in rows}
+        old = json.loads(previous.read_text())["rows"]
+        rows = [fresh.pop(r["recipe"], r) for r in old] + list(fresh.values())
+    result = {"machine": machine, "rows": rows}
     out_dir.mkdir(exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out_dir / f"{stem}.md").write_text(render(result))
