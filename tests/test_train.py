@@ -114,8 +114,10 @@ def test_every_shipped_recipe_trains_one_epoch(recipe_path, shapes_dir, tmp_path
         assert not json.loads(z.read("config.json")).get("compile_config")
     model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
     assert tuple(model.input.shape[1:]) == tuple(recipe.model.input_shape)
-    # GoogLeNet's aux heads dropped; localization gives label and box, detection its four NMS outputs.
-    assert len(model.outputs) == {"localization": 2, "detection": 4, "instance_segmentation": 5}.get(recipe.task, 1)
+    # GoogLeNet's aux heads dropped; localization gives label and box, detection its four NMS outputs, keypoints
+    # the points and their scores.
+    assert len(model.outputs) == {"localization": 2, "detection": 4, "instance_segmentation": 5,
+                                  "keypoints": 2}.get(recipe.task, 1)
     assert not (tmp_path / "runs").exists()
 
 
