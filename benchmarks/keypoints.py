@@ -24,9 +24,10 @@ def measure(recipe_path, train=False):
 
     recipe = load_recipe(recipe_path)
     head = recipe.head or {}
-    loss = "heatmap MSE" if head.get("name", "heatmap") == "heatmap" else f"{head.get('loss', 'wing')} loss"
-    return measured_row(recipe_path, {"recipe": recipe_path.name, "head": head.get("name", "heatmap"),
-                                      "loss": loss, "data": recipe.data.train.source}, train, ROOT)
+    name = head.get("name", "heatmap")
+    loss = head.get("loss", "cross_entropy" if name == "heatmap" else "wing").replace("_", "-")
+    return measured_row(recipe_path, {"recipe": recipe_path.name, "head": name, "loss": loss,
+                                      "data": recipe.data.train.source}, train, ROOT)
 
 
 def render(result):
