@@ -103,6 +103,15 @@ def flip_pairs(names):
     return pairs
 
 
+def largest_box_index(boxes, eligible):
+    """Index of the largest of an example's boxes (N, 4) normalized yxyx among the `eligible` (N,) ones (a
+    normalized area ranks like a pixel area); 0 when none is."""
+    import tensorflow as tf
+
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return tf.argmax(tf.where(eligible, area, -1.0), output_type=tf.int32)
+
+
 def skeleton_of(names):
     """The skeleton (COCO's 1-based index pairs) of a known keypoint layout by its names: the 300-W face
     landmarks (68 or the 5-point subset) and the shapes set's points; [] for any other."""

@@ -243,9 +243,7 @@ class RegressionLoss(keras.losses.Loss):
         weight, count = _labelled(y_true)
         coords = ops.sum(per_point * weight, axis=-1) / count
         visible = ops.cast(y_true[..., 2] > 1.5, "float32")
-        logit = y_pred[..., 2]
-        # Cross-entropy from the logit, stable for either sign.
-        bce = ops.maximum(logit, 0.0) - logit * visible + ops.log(1.0 + ops.exp(-ops.abs(logit)))
+        bce = ops.binary_crossentropy(visible, y_pred[..., 2], from_logits=True)
         return coords + self.visibility_weight * ops.sum(bce * weight, axis=-1) / count
 
     def get_config(self):

@@ -96,7 +96,7 @@ class VoxelLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_true, logits = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
-        bce = ops.maximum(logits, 0.0) - logits * y_true + ops.log(1.0 + ops.exp(-ops.abs(logits)))
+        bce = ops.binary_crossentropy(y_true, logits, from_logits=True)
         weight = 1.0 + (self.positive_weight - 1.0) * y_true
         return ops.sum(bce * weight, axis=(1, 2, 3)) / ops.sum(weight, axis=(1, 2, 3))
 

@@ -39,9 +39,9 @@ def _target(example, context):
     """The keypoints (K, 3) of the largest object that has labelled ones."""
     import tensorflow as tf
 
-    boxes = example["boxes"]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    i = tf.argmax(tf.where(_labelled_counts(example) > 0, area, -1.0), output_type=tf.int32)
+    from convforge.data.instances import largest_box_index
+
+    i = largest_box_index(example["boxes"], _labelled_counts(example) > 0)
     return tf.ensure_shape(tf.cast(example["keypoints"][i], tf.float32), [context.num_keypoints, 3])
 
 

@@ -14,12 +14,12 @@ from convforge.tasks.classification import _name
 
 
 def _largest_box_index(example):
-    """Index of the largest non-crowd box of an example (normalized area ranks like pixel area)."""
+    """Index of the largest non-crowd box of an example."""
     import tensorflow as tf
 
-    boxes = example["boxes"]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return tf.argmax(tf.where(example["is_crowd"], -1.0, area), output_type=tf.int32)
+    from convforge.data.instances import largest_box_index
+
+    return largest_box_index(example["boxes"], tf.logical_not(example["is_crowd"]))
 
 
 def _has_box(example):

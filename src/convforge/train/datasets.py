@@ -26,41 +26,27 @@ def input_shape_of(recipe):
     return tuple(recipe.model.input_shape or get_spec(recipe.model.architecture).default_input_shape)
 
 
+# A recipe's source fields are its loader's arguments, but for these names.
+_ARGUMENT_NAMES = {"shapes": {"path": "out_dir"}, "faces": {"path": "out_dir"}, "solids": {"path": "out_dir"},
+                   "coco": {"images": "images_root"}}
+
+
 def open_source(source_cfg, strict):
     """Open the data source a recipe's source section names (its records, arrays or examples)."""
+    import inspect
+
     from convforge.data import load_source
+    from convforge.data.sources import SOURCES
 
     cfg = source_cfg.model_dump()
-    name = cfg["source"]
-    if name == "shapes":
-        spec = {"source": "shapes", "split": cfg["split"], "out_dir": cfg["path"], "strict": strict, "n": cfg["n"],
-                "size": cfg["size"], "seed": cfg["seed"], "val_fraction": cfg["val_fraction"],
-                "objects": tuple(cfg["objects"]), "classes": tuple(cfg["classes"]), "rotate": cfg["rotate"]}
-    elif name == "faces":
-        spec = {"source": "faces", "split": cfg["split"], "out_dir": cfg["path"], "strict": strict, "n": cfg["n"],
-                "size": cfg["size"], "seed": cfg["seed"], "val_fraction": cfg["val_fraction"],
-                "landmarks": cfg["landmarks"]}
-    elif name == "solids":
-        spec = {"source": "solids", "split": cfg["split"], "out_dir": cfg["path"], "strict": strict, "n": cfg["n"],
-                "size": cfg["size"], "seed": cfg["seed"], "val_fraction": cfg["val_fraction"],
-                "voxels": cfg["voxels"]}
-    elif name == "binvox":
-        spec = {"source": "binvox", "path": cfg["path"], "strict": strict}
-    elif name == "pts":
-        spec = {"source": "pts", "path": cfg["path"], "one_based": cfg["one_based"], "strict": strict}
-    elif name == "coco":
-        spec = {"source": "coco", "annotations": cfg["annotations"], "images_root": cfg["images"], "strict": strict}
-    elif name == "voc":
-        spec = {"source": "voc", "root": cfg["root"], "split": cfg["split"], "masks": cfg["masks"], "strict": strict}
-    elif name == "image_folder":
-        spec = {"source": "image_folder", "path": cfg["path"], "strict": strict}
-    elif name == "tfrecord":
-        spec = {"source": "tfrecord", "pattern": cfg["pattern"]}
-    elif name == "digits":
-        spec = {"source": "digits", "split": cfg["split"], "val_fraction": cfg["val_fraction"], "seed": cfg["seed"]}
-    else:
+    name = cfg.pop("source")
+    if name not in SOURCES:
         raise DataError(f"data source {name!r} has no loader")
-    return load_source(spec)
+    names = _ARGUMENT_NAMES.get(name, {})
+    spec = {names.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+    if "strict" in inspect.signature(SOURCES[name]).parameters:
+        spec["strict"] = strict
+    return load_source({"source": name, **spec})
 
 
 def _count(source):
