@@ -42,7 +42,7 @@ def tiny(recipe_path, shapes_dir=None, epochs=1, steps=2, small_model=False):
                  if k not in recipe.model.options and (uses_top or k in spec.backbone_option_names)]
     if recipe.train.schedule.name == "cosine":
         sets.append("train.schedule.warmup_epochs=0")
-    if recipe.data.train.source in ("shapes", "faces", "solids"):
+    if recipe.data.train.source in ("shapes", "faces", "figures", "solids"):
         # A procedural set drawn small, each kind in its own folder (one folder holds one set's arguments).
         size = max(32, get_spec(recipe.model.architecture).min_input_size)
         folder = shapes_dir if recipe.data.train.source == "shapes" else f"{shapes_dir}_{recipe.data.train.source}"

@@ -276,7 +276,7 @@ BAD = [
                                            "did you mean 'se_ratio'"]),
     (dict(model__input_shape=[64, 64]), ["model.input_shape: [64, 64] has 2 items"]),
     (dict(data__train={"source": "cocoa"}), ["data.train.source: 'cocoa' is not a data source",
-                                             "did you mean 'coco'", "accepted: shapes, faces, solids, coco"]),
+                                             "did you mean 'coco'", "accepted: shapes, faces, figures, solids, coco"]),
     (dict(data__train={"source": "shapes", "n": 0}), ["data.train.n: 0 is out of range"]),
     (dict(data__normalize="imagenett"), ["data.normalize: 'imagenett' is not a normalization",
                                          "did you mean 'imagenet'"]),

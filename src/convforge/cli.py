@@ -149,12 +149,13 @@ def cmd_data_shapes(args):
     return 0
 
 
-def cmd_data_faces(args):
-    """Write the procedural faces set (68 or 5 landmarks) as a COCO keypoints dataset."""
-    from convforge.data import generate_faces
+def cmd_data_keypoint_set(args):
+    """Write a procedural keypoints set (faces: 68 or 5 landmarks; figures: 17 COCO joints) as COCO keypoints."""
+    from convforge import data
 
-    splits = generate_faces(args.out, n=args.n, size=args.size, seed=args.seed, val_fraction=args.val_fraction,
-                            landmarks=args.landmarks)
+    extra = {"landmarks": args.landmarks} if args.data_command == "faces" else {}
+    splits = getattr(data, f"generate_{args.data_command}")(args.out, n=args.n, size=args.size, seed=args.seed,
+                                                             val_fraction=args.val_fraction, **extra)
     for split, (annotations, images_root) in splits.items():
         print(f"{split}: {annotations} (images in {images_root})")
     return 0
@@ -244,7 +245,8 @@ def cmd_evaluate(args):
     metrics.json, and for detection COCO results); the last line printed is what was written."""
     from convforge.runs import evaluate
 
-    result = evaluate(args.recipe, weights=args.weights, overrides=args.set, precision=args.precision, out=args.out)
+    result = evaluate(args.recipe, weights=args.weights, overrides=args.set, precision=args.precision, out=args.out,
+                      detector=args.detector)
     print(f"precision: {result['precision']}")
     for key, value in result.items():
         if key.startswith("val_") and key != "val_confusion_matrix":
@@ -272,6 +274,8 @@ def cmd_predict(args):
     # Every image is checked before the model loads or anything is written, so a bad path costs nothing.
     for path in args.images:
         pixels.require_image(path)
+    if args.detector:
+        return _predict_top_down(args)
     folder = pathlib.Path(args.model).resolve().parent
     with filling(args.out, "--out folder") if args.out else contextlib.nullcontext() as out:
         model = load_model(args.model, args.precision)
@@ -297,6 +301,30 @@ def cmd_predict(args):
     if not saved:
         print(f"note: no {pixels.FILE_NAME} beside {args.model}, so images were taken as pixels / 255",
               file=sys.stderr)
+    return 0
+
+
+def _predict_top_down(args):
+    """predict with --detector: every person the detector finds, with the keypoint model's points on its crop."""
+    import contextlib
+    import pathlib
+
+    from convforge import preprocessing as pixels
+    from convforge.atomic import filling
+    from convforge.topdown import TopDown
+
+    with filling(args.out, "--out folder") if args.out else contextlib.nullcontext() as out:
+        people = TopDown(args.model, args.detector, precision=args.precision)
+        for path in args.images:
+            image = pixels.read_image(path, people.shape[2])
+            found = people(image)
+            means = ", ".join(f"{s:.2f}/{k.mean():.2f}" for s, k in zip(found["box_scores"], found["scores"]))
+            print(f"{path}: {len(found['boxes'])} people (box/keypoint scores: {means or '-'})")
+            if out:
+                from convforge.visualize import draw_keypoints
+
+                draw_keypoints(image, found["keypoints"], found["scores"], people.names,
+                               os.path.join(out, f"{pathlib.Path(path).stem}.png"), boxes=found["boxes"])
     return 0
 
 
@@ -414,9 +442,10 @@ def build_parser():
     p = sub.add_parser("recipe-schema", help="print the JSON schema of recipes")
     p.set_defaults(func=cmd_recipe_schema)
 
-    p = sub.add_parser("data", help="write an embedded procedural set (shapes, faces, solids), or convert a "
-                                    "dataset to TFRecord")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="{shapes,faces,solids,to-tfrecord}")
+    p = sub.add_parser("data", help="write an embedded procedural set (shapes, faces, figures, solids), or convert "
+                                    "a dataset to TFRecord")
+    data_sub = p.add_subparsers(dest="data_command", required=True,
+                                metavar="{shapes,faces,figures,solids,to-tfrecord}")
     coco_layout = "folder to write (images/{train,val}/, annotations/instances_{train,val}.json)"
     q = _synthetic_parser(data_sub, "shapes", "generate the procedural shapes set as a COCO dataset", coco_layout,
                           64, cmd_data_shapes)
@@ -424,9 +453,11 @@ def build_parser():
     q.add_argument("--classes", help="comma-separated subset of circle,rectangle,triangle,star")
     q.add_argument("--no-rotate", action="store_true", help="draw shapes upright")
     q = _synthetic_parser(data_sub, "faces", "generate the procedural faces set (300-W landmarks) as COCO keypoints",
-                          coco_layout, 96, cmd_data_faces)
+                          coco_layout, 96, cmd_data_keypoint_set)
     q.add_argument("--landmarks", type=int, default=68, choices=(68, 5),
                    help="68 (the 300-W points) or 5 (outer eye corners, nose tip, mouth corners)")
+    _synthetic_parser(data_sub, "figures", "generate the procedural figures set (17 COCO joints, one to three "
+                      "people) as COCO person keypoints", coco_layout, 128, cmd_data_keypoint_set)
     q = _synthetic_parser(data_sub, "solids", "generate the procedural solids set (images + .binvox voxel grids)",
                           "folder to write ({train,val}/<solid>/NNNNNN.png + .binvox, and info.json)", 64,
                           cmd_data_solids)
@@ -456,6 +487,8 @@ def build_parser():
     p = sub.add_parser("evaluate", help="the task's metrics on the recipe's val split, printed and as JSON")
     p.add_argument("recipe", help="a recipe (its newest run) or a run folder")
     p.add_argument("--weights", help="a trained .keras model (default: the newest run's model.keras)")
+    p.add_argument("--detector", metavar="RUN", help="keypoints trained on crops (top_down): a person detector's "
+                                                     "run folder or .keras, scored top-down with OKS AP")
     p.add_argument("--set", **overrides)
     p.add_argument("--out", metavar="DIR", help="folder to write metrics.json into (for detection also "
                                                 "detections.json, COCO results in original-image pixels), "
@@ -472,6 +505,9 @@ def build_parser():
                                                 "drawn (boxes, class names, scores) as DIR/<image name>.png; DIR "
                                                 "is created if missing")
     p.add_argument("--draw", dest="out", help=argparse.SUPPRESS)  # the flag's name before --out
+    p.add_argument("--detector", metavar="RUN", help="for a keypoint model trained on crops (top_down): a person "
+                                                     "detector (run folder or .keras); every person it finds gets "
+                                                     "keypoints")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="export a trained model to SavedModel/TFLite/ONNX, each verified")

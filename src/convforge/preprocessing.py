@@ -152,6 +152,29 @@ def resize(images, spec):
     return tf.clip_by_value(tf.round(x), 0.0, 255.0) if spec.get("round", True) else x
 
 
+def crop(images, boxes, spec):
+    """Cut normalized [ymin, xmin, ymax, xmax] boxes (one per image, possibly reaching outside it, filled with
+    black there) out of images and resize each to the contract's size, rounded like resize (float32)."""
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32)
+    size = tf.cast(tf.shape(images)[1:3], tf.float32)
+    out = tf.constant(spec["resize"], tf.float32)
+    boxes = tf.cast(boxes, tf.float32)
+    # crop_and_resize puts its first and last samples on the box's edges, measured in pixel indices; tf.image.resize
+    # samples output pixel j at its centre, (j + 0.5) * extent / out - 0.5. Moving the box onto those sample
+    # points makes the crop of [0, 0, 1, 1] equal resize (tested), so crops and whole images share one geometry.
+    # resize also clamps samples that fall up to half a pixel outside the image to its edge: a one-pixel border
+    # repeating the edge does that here, while samples further out (a crop reaching past the image) read black.
+    images = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    start, extent = boxes[:, :2] * size, (boxes[:, 2:] - boxes[:, :2]) * size
+    first = (start + 0.5 * extent / out - 0.5 + 1.0) / (size + 1.0)
+    last = first + extent * (out - 1.0) / out / (size + 1.0)
+    index = tf.range(tf.shape(images)[0])
+    x = tf.image.crop_and_resize(images, tf.concat([first, last], 1), index, spec["resize"], method="bilinear")
+    return tf.clip_by_value(tf.round(x), 0.0, 255.0) if spec.get("round", True) else x
+
+
 def normalize(pixels, spec):
     """Scale and standardize pixels at the model's size: (pixels * scale - mean) / std, float32."""
     import tensorflow as tf

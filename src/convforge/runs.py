@@ -63,7 +63,7 @@ def find_run(source, overrides=()):
     raise ConvforgeError(f"{source!r} is not a recipe (.yaml), a run folder or a .keras model")
 
 
-def evaluate(source, *, weights=None, overrides=(), precision="trained", out=None):
+def evaluate(source, *, weights=None, overrides=(), precision="trained", out=None, detector=None):
     """The task's metrics of a trained model on its recipe's val split, as {"val_<metric>": value}.
 
     source: a recipe, a run folder (with its recipe.yaml) or, with `weights`, the recipe to read data from.
@@ -73,6 +73,9 @@ def evaluate(source, *, weights=None, overrides=(), precision="trained", out=Non
     annotations.json where the ground truth has no COCO file; "annotations" in metrics.json names the file
     scored against); a failed evaluation leaves no folder it created. Default: evaluation.json beside the model,
     with the val_ names. Only the val pipeline is built.
+    detector: for a keypoint model trained on crops (head.top_down), a person detector (run folder or .keras):
+    the val images then also go through convforge.topdown (detected boxes -> crops -> keypoints), and `oks_ap`
+    is that pipeline's (`oks_boxes: detector`; the ground-truth boxes' AP stays as oks_ap_ground_truth_boxes).
     """
     from convforge.atomic import filling, write_json
     from convforge.precision import model_precision
@@ -100,6 +103,12 @@ def evaluate(source, *, weights=None, overrides=(), precision="trained", out=Non
             raise ConvforgeError(f"{recipe.name}: data.val gives no validation split to evaluate on")
         model = load_model(model_path, precision)
         metrics = task.evaluate(task.inference_model(model), val, class_names, out_dir=folder, source=val_source)
+        if detector is not None:
+            from convforge.topdown import TopDown
+
+            if "oks_ap" in metrics:
+                metrics["oks_ap_ground_truth_boxes"] = metrics["oks_ap"]
+            metrics.update(TopDown(model_path, detector, precision=precision).evaluate(val_source, folder))
         head = {"weights": str(model_path), "precision": model_precision(model)}
         if folder is not None:
             # Written last: a metrics.json means the evaluation finished, its other files already in place.

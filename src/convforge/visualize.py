@@ -274,9 +274,10 @@ def draw_instances(image, results, masks, out_path, alpha=0.5):
     return draw_predictions(canvas.round().astype(np.uint8), results, out_path)
 
 
-def draw_keypoints(image, points, scores, names, out_path, skeleton=None):
-    """Write a PNG of the image with its keypoints (K, 2 normalized x, y; each coloured by its score, from red at
-    0 to green at 1) joined by the skeleton (1-based pairs; default: the one its names imply)."""
+def draw_keypoints(image, points, scores, names, out_path, skeleton=None, boxes=None):
+    """Write a PNG of the image with its keypoints ((K, 2) or, for P people, (P, K, 2) normalized x, y; each
+    coloured by its score, from red at 0 to green at 1) joined by the skeleton (1-based pairs; default: the one
+    its names imply), and each person's box (P, 4 normalized yxyx) where given."""
     import numpy as np
     from PIL import Image, ImageDraw
 
@@ -288,15 +289,21 @@ def draw_keypoints(image, points, scores, names, out_path, skeleton=None):
     scale = max(1, 384 // max(canvas.size))
     canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(canvas)
-    xy = np.asarray(points, np.float32).reshape(-1, 2) * np.array(canvas.size, np.float32)
-    scores = np.clip(np.asarray(scores, np.float32).reshape(-1), 0, 1)
-    for a, b in (skeleton_of(names) if skeleton is None else skeleton):
-        if a - 1 < len(xy) and b - 1 < len(xy):
-            draw.line([tuple(xy[a - 1]), tuple(xy[b - 1])], fill=(80, 200, 255), width=2)
+    points = np.asarray(points, np.float32)
+    size = np.array(canvas.size, np.float32)
+    people = points.reshape(-1, points.shape[-2] if points.ndim > 1 else 1, 2) * size
+    scores = np.clip(np.asarray(scores, np.float32).reshape(people.shape[:2]), 0, 1)
+    for y0, x0, y1, x1 in np.asarray(boxes if boxes is not None else np.zeros((0, 4)), np.float32).reshape(-1, 4):
+        draw.rectangle([x0 * size[0], y0 * size[1], x1 * size[0], y1 * size[1]], outline=(255, 220, 0), width=2)
+    pairs = skeleton_of(names) if skeleton is None else skeleton
     radius = max(2, min(canvas.size) // 120)
-    for (x, y), s in zip(xy, scores):
-        colour = (int(255 * (1 - s)), int(255 * s), 40)
-        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=(0, 0, 0))
+    for xy, person_scores in zip(people, scores):
+        for a, b in pairs:
+            if a - 1 < len(xy) and b - 1 < len(xy):
+                draw.line([tuple(xy[a - 1]), tuple(xy[b - 1])], fill=(80, 200, 255), width=2)
+        for (x, y), s in zip(xy, person_scores):
+            colour = (int(255 * (1 - s)), int(255 * s), 40)
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=(0, 0, 0))
     with replacing(out_path, "wb") as handle:
         canvas.save(handle, format="PNG")
     return out_path

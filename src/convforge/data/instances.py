@@ -188,3 +188,40 @@ def encode_rle(mask):
     rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def crop_box(bbox, padding, aspect, width=None, height=None):
+    """An object's [x, y, w, h] pixel box grown by `padding` about its centre, then widened or heightened to
+    `aspect` (width / height), as top-down pose models crop people: (x0, y0, x1, y1) in pixels, which may
+    reach outside the image (the crop is filled with black there)."""
+    x, y, w, h = (float(v) for v in bbox)
+    cx, cy = x + w / 2, y + h / 2
+    w, h = max(w, 1.0) * padding, max(h, 1.0) * padding
+    if w > aspect * h:
+        h = w / aspect
+    else:
+        w = aspect * h
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
+def crop_view(record, obj, padding, aspect):
+    """The record as seen through one object's crop (crop_box): only that object, its box and keypoints in the
+    crop's pixels (points that fall outside it unlabelled), the crop's size as the view's size and the crop as
+    a normalized [ymin, xmin, ymax, xmax] box of the image under "crop" (the image's own size under
+    "image_width" and "image_height")."""
+    x0, y0, x1, y1 = crop_box(obj["bbox"], padding, aspect)
+    w, h = x1 - x0, y1 - y0
+    moved = dict(obj)
+    bx, by, bw, bh = obj["bbox"]
+    moved["bbox"] = [bx - x0, by - y0, bw, bh]
+    if obj.get("keypoints"):
+        points = np.asarray(obj["keypoints"], np.float64).reshape(-1, 3).copy()
+        points[:, 0] -= x0
+        points[:, 1] -= y0
+        outside = (points[:, 0] < 0) | (points[:, 0] >= w) | (points[:, 1] < 0) | (points[:, 1] >= h)
+        points[outside | (points[:, 2] == 0)] = 0.0
+        moved["keypoints"] = points.reshape(-1).tolist()
+    moved.pop("segmentation", None)  # a view's masks are not cut (no task reads them from crops)
+    return {**record, "objects": [moved], "width": w, "height": h, "image_width": record["width"],
+            "image_height": record["height"],
+            "crop": [y0 / record["height"], x0 / record["width"], y1 / record["height"], x1 / record["width"]]}

@@ -31,10 +31,11 @@ from convforge import preprocessing as pixels
 preprocessing, normalization, NORMALIZATIONS = pixels.contract, pixels.normalization, pixels.NORMALIZATIONS
 
 
-def _record_slices(records, parser, num_keypoints):
-    """The per-image tensors of usable Records: paths, labels and ragged per-object annotations (boxes, classes,
-    crowd flags, segmentation JSON, normalized keypoints)."""
-    kept = [r for r in records if parser.keeps_record(r)]
+def _record_slices(records, parser, num_keypoints, aspect):
+    """The per-example tensors of usable Records (or of their views, where the parser cuts a record into several,
+    with each view's crop box): paths, labels and ragged per-object annotations (boxes, classes, crowd flags,
+    segmentation JSON, normalized keypoints)."""
+    kept = parser.examples_of(records, aspect)
     lengths, boxes, classes, crowd, segmentations, keypoints = [], [], [], [], [], []
     for r in kept:
         objects = r.get("objects", ())
@@ -52,7 +53,9 @@ def _record_slices(records, parser, num_keypoints):
         array = np.asarray(values, dtype).reshape((len(values), *shape[1:]))
         return tf.RaggedTensor.from_row_lengths(array, lengths)
 
+    crops = {"crop": np.array([r["crop"] for r in kept], np.float32).reshape(-1, 4)} if parser.views else {}
     return kept, {
+        **crops,
         "path": [r["image_path"] for r in kept],
         "label": np.array([-1 if r.get("label") is None else r["label"] for r in kept], np.int32),
         "boxes": ragged(boxes, np.float32, (-1, 4)),
@@ -149,7 +152,12 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
             masks = tf.numpy_function(rasterize_all, [example["segmentation"], size[0], size[1], height, width],
                                       tf.uint8, stateful=False)
             example = {**example, "masks": tf.ensure_shape(masks, [None, height, width])}
-        image = tf.saturate_cast(pixels.resize(pixels.to_channels(example["image"], channels), spec), tf.uint8)
+        image = pixels.to_channels(example["image"], channels)
+        if "crop" in example:  # a view of the image (one person of several): cut out, then sized like any image
+            image = pixels.crop(image[None], example["crop"][None], spec)[0]
+        else:
+            image = pixels.resize(image, spec)
+        image = tf.saturate_cast(image, tf.uint8)
         target = make_target(example, context)
         if one_hot:
             target = parser.one_hot(target, num_classes)
@@ -158,7 +166,7 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
     autotune = tf.data.AUTOTUNE
     shuffled_early = False
     if isinstance(source, Records):
-        kept, slices = _record_slices(source, parser, len(keypoint_names))
+        kept, slices = _record_slices(source, parser, len(keypoint_names), width / height)
         if not kept:
             raise DataError(f"{_source_name(source)} has no images with a {task.name} target (its annotations "
                             f"need {', '.join(sorted(task.annotations))}); check its annotations")
@@ -183,6 +191,9 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
         dataset = dataset.map(lambda e: prepare({**e, "label": tf.cast(e["label"], tf.int32)}),
                               num_parallel_calls=autotune)
     else:
+        if parser.views:
+            raise DataError(f"{_source_name(source)} streams whole images, but this {task.name} head trains on crops "
+                            f"of each object (top_down); accepted: a source of records (coco, figures, voc)")
         dataset = source.dataset.filter(parser.keeps_example).map(prepare, num_parallel_calls=autotune)
 
     dataset = dataset.ignore_errors(log_warning=True)

@@ -17,6 +17,8 @@ from convforge.errors import DataError
 
 # COCOeval.stats, in its order (maxDets 100 unless named).
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# COCOeval.stats of keypoints (OKS instead of IoU; maxDets 20, no small objects).
+KEYPOINT_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 
 def ground_truth(records):
@@ -32,7 +34,10 @@ def ground_truth(records):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                 "category_id": int(category_ids[o["category_id"]]), "bbox": [x, y, w, h],
                                 "area": float(o.get("area") or w * h), "iscrowd": int(bool(o.get("iscrowd"))),
-                                **({"segmentation": o["segmentation"]} if o.get("segmentation") else {})})
+                                **({"segmentation": o["segmentation"]} if o.get("segmentation") else {}),
+                                **({"keypoints": [float(v) for v in o["keypoints"]],
+                                    "num_keypoints": sum(1 for v in o["keypoints"][2::3] if v > 0)}
+                                   if o.get("keypoints") else {})})
     categories = [{"id": int(c), "name": str(n)} for c, n in zip(category_ids, records.class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -63,10 +68,11 @@ def detections_to_coco(image_id, width, height, boxes, scores, classes, category
     return results
 
 
-def coco_metrics(gt, detections, iou_type="bbox"):
+def coco_metrics(gt, detections, iou_type="bbox", sigmas=None):
     """COCOeval's summary for ground truth `gt` (a COCO dict or the path of its JSON) and a list of COCO result
     dicts, as {"AP": ..., "AP50": ..., ...}; -1 where COCO has nothing to average (no small objects). iou_type:
-    "bbox" (results with boxes) or "segm" (results with RLE masks)."""
+    "bbox" (results with boxes), "segm" (results with RLE masks) or "keypoints" (results with keypoints, scored
+    by OKS with the per-keypoint `sigmas`, COCO's 17 by default)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -81,16 +87,19 @@ def coco_metrics(gt, detections, iou_type="bbox"):
             except (OSError, ValueError) as err:
                 raise DataError(f"COCO ground truth {gt} cannot be read ({err}); accepted: a COCO instances "
                                 f"JSON file") from None
+        names = KEYPOINT_STAT_NAMES if iou_type == "keypoints" else STAT_NAMES
         if not detections:
             # loadRes refuses an empty list; no detection scores 0 wherever there is something to find.
-            return {name: 0.0 for name in STAT_NAMES}
+            return {name: 0.0 for name in names}
         # loadRes writes area, id and more into each result dict it is given: it gets copies.
         coco_dt = coco_gt.loadRes([dict(d) for d in detections])
         evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        if sigmas is not None:
+            evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
+    return {name: float(value) for name, value in zip(names, evaluator.stats)}
 
 
 def evaluate_detections(model, batches, class_names=(), source=None, out_dir=None, masks=False, mask_threshold=0.5):

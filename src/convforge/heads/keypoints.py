@@ -23,7 +23,6 @@ coordinates in input pixels plus a visibility cross-entropy.
 import math
 
 import keras
-import numpy as np
 from keras import layers, ops
 
 
@@ -46,17 +45,24 @@ def heatmap_head(feature_map, num_keypoints, upsamplings, channels=64, mode="tra
 
 
 def regression_head(feature_map, num_keypoints, reduce_channels=32, hidden_units=256, head_dtype="float32"):
-    """(B, h, w, C) -> (B, K, 3): x, y (normalized, starting at the image centre) and a visibility logit."""
+    """(B, h, w, C) -> (B, K, 3): x, y (normalized, starting at the image centre) and a visibility logit.
+
+    Coordinates and visibility logits come from two layers ("keypoint_xy", "keypoint_visibility") joined only
+    for the loss: the inference model decodes the two tensors apart, so a full-int8 export gives each its own
+    scale (one shared tensor put the 0..1 coordinates on the logits' coarse int8 steps)."""
     x = layers.Conv2D(reduce_channels, 1, use_bias=False, name="keypoint_reduce")(feature_map)
     x = layers.BatchNormalization(name="keypoint_reduce_bn")(x)
     x = layers.ReLU(name="keypoint_reduce_relu")(x)
     x = layers.Flatten(name="keypoint_flatten")(x)
     x = layers.Dense(hidden_units, activation="relu", name="keypoint_hidden")(x)
-    bias = np.tile(np.array([0.5, 0.5, 2.0], "float32"), num_keypoints)  # centre, visible
-    x = layers.Dense(num_keypoints * 3, dtype=head_dtype, name="keypoint_raw",
-                     bias_initializer=keras.initializers.Constant(bias),
-                     kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3))(x)
-    return layers.Reshape((num_keypoints, 3), dtype=head_dtype, name="keypoints_raw")(x)
+    small = keras.initializers.RandomNormal(stddev=1e-3)
+    xy = layers.Dense(num_keypoints * 2, dtype=head_dtype, name="keypoint_xy_raw", kernel_initializer=small,
+                      bias_initializer=keras.initializers.Constant(0.5))(x)  # at the centre
+    visibility = layers.Dense(num_keypoints, dtype=head_dtype, name="keypoint_visibility_raw",
+                              kernel_initializer=small, bias_initializer=keras.initializers.Constant(2.0))(x)
+    xy = layers.Reshape((num_keypoints, 2), dtype=head_dtype, name="keypoint_xy")(xy)
+    visibility = layers.Reshape((num_keypoints, 1), dtype=head_dtype, name="keypoint_visibility")(visibility)
+    return layers.Concatenate(dtype=head_dtype, name="keypoints_raw")([xy, visibility])
 
 
 # ---- heatmap encoding and decoding ------------------------------------------------------------------------
@@ -158,16 +164,22 @@ class DecodeHeatmaps(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="convforge")
 class DecodeRegression(layers.Layer):
-    """Regressed (B, K, 3) -> {"keypoints": (B, K, 2) x, y, "scores": (B, K) the visibility probability}."""
+    """Regressed (B, K, 3), or its coordinates (B, K, 2) and visibility logits (B, K, 1) as a pair ->
+    {"keypoints": (B, K, 2) x, y, "scores": (B, K) the visibility probability}."""
 
     receptive_field_passthrough = True
 
     def call(self, raw):
-        raw = ops.cast(raw, "float32")
-        return {"keypoints": raw[..., :2], "scores": ops.sigmoid(raw[..., 2])}
+        if isinstance(raw, (list, tuple)):
+            xy, visibility = (ops.cast(t, "float32") for t in raw)
+        else:
+            raw = ops.cast(raw, "float32")
+            xy, visibility = raw[..., :2], raw[..., 2:]
+        return {"keypoints": xy, "scores": ops.sigmoid(visibility[..., 0])}
 
     def compute_output_spec(self, raw):
-        b, k = raw.shape[0], raw.shape[1]
+        shape = raw[0].shape if isinstance(raw, (list, tuple)) else raw.shape
+        b, k = shape[0], shape[1]
         return {"keypoints": keras.KerasTensor((b, k, 2), "float32"), "scores": keras.KerasTensor((b, k), "float32")}
 
 

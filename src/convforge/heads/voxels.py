@@ -2,8 +2,8 @@
 3D-R2N2 decoder without its recurrence, as single-view reconstructions use it), its loss and its metric.
 
 The latent is a dense layer on the globally pooled features; a dense layer unfolds it to a 4^3 grid of
-`channels` features, and stride-2 Conv3DTranspose layers (each with BN and ReLU, channels halving) double it to
-S^3, ending in one occupancy logit per voxel. Grids are (x, y, z), y up, in the camera's frame
+`channels` features, and stride-2 Conv3DTranspose layers (BN and ReLU between them, channels halving) double it to
+S^3, the last one emitting one occupancy logit per voxel. Grids are (x, y, z), y up, in the camera's frame
 (data.solids, data.sources.binvox). Occupied voxels are a few percent of a grid, so the cross-entropy weighs
 them by `positive_weight` (an all-empty grid would otherwise be a good answer).
 """
@@ -60,7 +60,8 @@ class SubvoxelConvTranspose3D(layers.Layer):
 def voxel_head(feature_map, voxel_size=32, latent=128, channels=64, upsampling="subvoxel", head_dtype="float32"):
     """(B, h, w, C) -> (B, S, S, S) occupancy logits (S = voxel_size, a power of 2 from 8): a latent, a 4^3
     grid of `channels` features, doubled to S^3 by transposed 3D convs ("conv_transpose": Keras' 4x4x4,
-    stride 2; "subvoxel": kernel = stride = 2 as a matmul, SubvoxelConvTranspose3D), channels halving."""
+    stride 2; "subvoxel": kernel = stride = 2 as a matmul, SubvoxelConvTranspose3D), channels halving; the last
+    doubling emits the logits."""
     steps = int(math.log2(voxel_size / 4))
     x = layers.GlobalAveragePooling2D(name="voxel_pool")(feature_map)
     x = layers.Dense(latent, activation="relu", name="voxel_latent")(x)
@@ -70,18 +71,18 @@ def voxel_head(feature_map, voxel_size=32, latent=128, channels=64, upsampling="
     x = layers.ReLU(name="voxel_grid4_relu")(x)
     width = channels
     for i in range(steps):
-        width = max(8, width // 2)
+        last = i == steps - 1
+        # The last doubling emits the logits itself: a BN and ReLU over S^3 x width features cost a third of a
+        # training step at 32^3 (0.51 -> 0.35 s a batch of 32 at 64 px, AMD EPYC AVX2) for no measured gain.
+        width = 1 if last else max(8, width // 2)
+        name, dtype = ("voxel_logits", head_dtype) if last else (f"voxel_up{i + 1}", None)
         if upsampling == "conv_transpose":
-            x = layers.Conv3DTranspose(width, 4, strides=2, padding="same", use_bias=False,
-                                       name=f"voxel_up{i + 1}")(x)
+            x = layers.Conv3DTranspose(width, 4, strides=2, padding="same", use_bias=last, dtype=dtype, name=name)(x)
         else:
-            x = SubvoxelConvTranspose3D(width, use_bias=False, name=f"voxel_up{i + 1}")(x)
-        x = layers.BatchNormalization(name=f"voxel_up{i + 1}_bn")(x)
-        x = layers.ReLU(name=f"voxel_up{i + 1}_relu")(x)
-    if upsampling == "conv_transpose":
-        x = layers.Conv3D(1, 3, padding="same", dtype=head_dtype, name="voxel_logits")(x)
-    else:
-        x = layers.Dense(1, dtype=head_dtype, name="voxel_logits")(x)  # a 1x1x1 conv, as a matmul
+            x = SubvoxelConvTranspose3D(width, use_bias=last, dtype=dtype, name=name)(x)
+        if not last:
+            x = layers.BatchNormalization(name=f"{name}_bn")(x)
+            x = layers.ReLU(name=f"{name}_relu")(x)
     return layers.Reshape((voxel_size,) * 3, dtype=head_dtype, name="occupancy_logits")(x)
 
 

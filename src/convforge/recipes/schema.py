@@ -248,6 +248,15 @@ class FacesSource(_SyntheticSource):
                                                       "mouth corners)")
 
 
+class FiguresSource(_SyntheticSource):
+    """Synthetic people with the 17 COCO keypoints, one to three per image (data.figures)."""
+
+    source: Literal["figures"]
+    path: str = Field("data/figures", description="cache folder, created on demand (relative to the working "
+                                                  "directory)")
+    size: PosInt = Field(128, description="image height and width")
+
+
 class SolidsSource(_SyntheticSource):
     """Synthetic solids with voxel grids (data.solids)."""
 
@@ -345,13 +354,13 @@ class DigitsSource(_Section):
 
 
 SOURCE_CLASSES = {c.model_fields["source"].annotation.__args__[0]: c for c in (
-    ShapesSource, FacesSource, SolidsSource, CocoSource, VocSource, PtsSource, BinvoxSource, ImageFolderSource,
-    TFRecordSource, DigitsSource)}
+    ShapesSource, FacesSource, FiguresSource, SolidsSource, CocoSource, VocSource, PtsSource, BinvoxSource,
+    ImageFolderSource, TFRecordSource, DigitsSource)}
 SOURCES = tuple(SOURCE_CLASSES)
 # Sources whose own `split` field selects a held-out part; `val: null` means that part.
-SPLIT_SOURCES = ("shapes", "faces", "solids", "digits", "voc")
+SPLIT_SOURCES = ("shapes", "faces", "figures", "solids", "digits", "voc")
 
-DataSource = Annotated[Union[ShapesSource, FacesSource, SolidsSource, CocoSource, VocSource, PtsSource,
+DataSource = Annotated[Union[ShapesSource, FacesSource, FiguresSource, SolidsSource, CocoSource, VocSource, PtsSource,
                              BinvoxSource, ImageFolderSource, TFRecordSource, DigitsSource],
                        Field(discriminator="source")]
 

@@ -42,6 +42,15 @@ class Parser:
     # parse_train_data and parse_eval_data: e.g. encoded anchor targets to train on, plain ground truth to
     # score against); None: `target` for both.
     eval_target: Callable | None = None
+    # (record, aspect of the model's input, width / height) -> the records (views) it trains as, each with a
+    # normalized "crop" box of its image (one crop per person for a top-down keypoint model); None: each record
+    # is one example of the whole image.
+    views: Callable | None = None
+
+    def examples_of(self, records, aspect=1.0):
+        """The records (or their views) that make examples, in order."""
+        kept = [r for r in records if self.keeps_record(r)]
+        return [v for r in kept for v in self.views(r, aspect)] if self.views else kept
 
 
 class Task:

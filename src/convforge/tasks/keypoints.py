@@ -4,9 +4,15 @@ Target: the keypoints (K, 3) of the example's largest non-crowd object with labe
 to the image and COCO visibility v (0 unlabelled, which no loss counts). The run's names are the dataset's
 keypoint names (class_names.json holds them), which evaluation reads to find the eyes (NME) and the torso (PCK),
 augmentation reads to swap left and right on a flip, and predict reads to draw the skeleton. Evaluation:
-`nme` and `failure_rate` (NME > 0.1), `pck` (PCK@0.2) and `mean_error` in input pixels; the headline is the
-head's `metric` (nme, lower is better, for faces; pck for bodies).
+`pck` (PCK@0.2) and `mean_error` in input pixels, and for faces (`metric: nme`, lower is better, the headline)
+`nme` and `failure_rate` (NME > 0.1); for bodies the headline is pck.
 The inference model returns {"keypoints": (B, K, 2) x, y normalized to the input, "scores": (B, K)}.
+
+With `top_down: true` (pose, several people per image) every labelled object is an example of its own: the
+image cut to the object's box, grown by `box_padding` and widened to the input's aspect (Xiao et al.'s Simple
+Baselines crop people so), its keypoints in the crop's terms. Evaluation then also maps each crop's keypoints
+back into its image and scores them against the whole images with COCO's OKS AP (pycocotools), the boxes being
+the ground truth's (`oks_boxes`); convforge.topdown runs the same crops on a person detector's boxes.
 """
 import math
 from typing import Literal, Optional
@@ -45,10 +51,21 @@ def _target(example, context):
     return tf.ensure_shape(tf.cast(example["keypoints"][i], tf.float32), [context.num_keypoints, 3])
 
 
+def _labelled(obj):
+    """Whether an object is a non-crowd one with labelled keypoints."""
+    return not obj.get("iscrowd") and any(v > 0 for v in (obj.get("keypoints") or [])[2::3])
+
+
 def _record_has_keypoints(record):
     """Whether a record has a non-crowd object with labelled keypoints."""
-    return any(not o.get("iscrowd") and any(v > 0 for v in (o.get("keypoints") or [])[2::3])
-               for o in record.get("objects", ()))
+    return any(_labelled(o) for o in record.get("objects", ()))
+
+
+def _crop_views(record, aspect, padding):
+    """One view of the record per labelled object, cut to the object's grown box (data.instances.crop_view)."""
+    from convforge.data.instances import crop_view
+
+    return [crop_view(record, o, padding, aspect) for o in record.get("objects", ()) if _labelled(o)]
 
 
 class _KeypointOptions(BaseModel):
@@ -59,6 +76,10 @@ class _KeypointOptions(BaseModel):
     num_keypoints: Optional[int] = Field(None, ge=1, description="keypoints per object (default: the dataset's)")
     metric: Literal["nme", "pck"] = Field("nme", description="the headline metric: nme (faces; lower is better) "
                                                              "or pck (PCK@0.2, bodies)")
+    top_down: bool = Field(False, description="one example per labelled object, cut to its box (grown by "
+                                              "box_padding, widened to the input's aspect), as top-down pose "
+                                              "models train; false: the image's largest object, whole image")
+    box_padding: float = Field(1.25, ge=1.0, description="top_down: how much a crop grows the object's box")
 
 
 class HeatmapOptions(_KeypointOptions):
@@ -99,7 +120,14 @@ class Keypoints(Task):
     name = "keypoints"
     annotations = frozenset({"keypoints"})
     Options = HeatmapOptions
-    parser = Parser(keeps_record=_record_has_keypoints, keeps_example=_has_keypoints, target=_target)
+
+    @property
+    def parser(self):
+        """The largest labelled object of each image, or (top_down) every labelled object in its own crop."""
+        import functools
+
+        views = functools.partial(_crop_views, padding=self.options.box_padding) if self.options.top_down else None
+        return Parser(keeps_record=_record_has_keypoints, keeps_example=_has_keypoints, target=_target, views=views)
 
     @classmethod
     def options_class(cls, options):
@@ -190,6 +218,11 @@ class Keypoints(Task):
                                     name="decode_keypoints")
         else:
             decode = DecodeRegression(name="decode_keypoints")
+            # Decoded from the two tensors the loss joins, so each keeps its own int8 scale (heads.keypoints).
+            names = {layer.name for layer in model.layers}
+            if {"keypoint_xy", "keypoint_visibility"} <= names:
+                pair = [model.get_layer("keypoint_xy").output, model.get_layer("keypoint_visibility").output]
+                return keras.Model(model.input, decode(pair), name=model.name)
         return keras.Model(model.input, decode(model.output), name=model.name)
 
     @classmethod
@@ -209,12 +242,13 @@ class Keypoints(Task):
         """NME and failure rate, PCK@0.2 and the mean error in input pixels over the labelled keypoints."""
         from convforge.evaluate.keypoints import nme, pck
 
-        predicted, truth = [], []
+        predicted, scores, truth = [], [], []
         size = None
         for images, targets in dataset:
             out = model(images, training=False)
             size = np.asarray(images).shape[1:3]
             predicted.append(np.asarray(out["keypoints"], "float32"))
+            scores.append(np.asarray(out["scores"], "float32"))
             truth.append(np.asarray(targets, "float32"))
         if not truth:
             return {"nme": 0.0, "failure_rate": 0.0, "pck": 0.0, "mean_error": 0.0, "count": 0}
@@ -224,9 +258,46 @@ class Keypoints(Task):
         faces = nme(pred, true, visibility, class_names)
         labelled = visibility > 0
         error = np.linalg.norm(pred - true, axis=-1)
-        return {"nme": faces["nme"], "failure_rate": faces["failure_rate"],
-                "nme_normalization": faces["nme_normalization"], **pck(pred, true, visibility, class_names),
-                "mean_error": float(error[labelled].mean()) if labelled.any() else 0.0, "count": int(len(true))}
+        metrics = {**pck(pred, true, visibility, class_names),
+                   "mean_error": float(error[labelled].mean()) if labelled.any() else 0.0, "count": int(len(true))}
+        if self.options.metric == "nme":  # a body's eyes are no scale for its joints: NME is for faces
+            metrics = {"nme": faces["nme"], "failure_rate": faces["failure_rate"],
+                       "nme_normalization": faces["nme_normalization"], **metrics}
+        from convforge.data.records import Records
+        from convforge.evaluate.keypoints import oks_sigmas
+
+        if self.options.top_down and isinstance(source, Records) and oks_sigmas(class_names):
+            metrics.update(self._crops_oks(source, np.concatenate(predicted), np.concatenate(scores),
+                                           size[1] / size[0], oks_sigmas(class_names), out_dir))
+        return metrics
+
+    def _crops_oks(self, records, points, scores, aspect, sigmas, out_dir=None):
+        """COCO keypoint AP (OKS) of the crops' keypoints, mapped back into their images, over whole images."""
+        from convforge.evaluate.coco import coco_metrics, ground_truth, image_id_of
+        from convforge.topdown import to_coco_results
+
+        parser, owners = self.parser, []
+        for index, record in enumerate(records):
+            if parser.keeps_record(record):
+                owners += [(image_id_of(record, index), view) for view in parser.views(record, aspect)]
+        if len(owners) != len(points):
+            from convforge.errors import DataError
+
+            raise DataError(f"{records.source or 'the val source'} gives {len(owners)} crops but its pipeline gave "
+                            f"{len(points)}; evaluate it without filtering its images")
+        category_ids = records.category_ids or list(range(len(records.class_names)))
+        results = []
+        for (image_id, view), xy, s in zip(owners, points, scores):
+            box = np.array(view["crop"]) * np.tile([view["image_height"], view["image_width"]], 2)
+            category = int(category_ids[view["objects"][0]["category_id"]])
+            results += to_coco_results(image_id, category, box[None], xy[None], s[None], np.ones(1))
+        metrics = coco_metrics(ground_truth(records), results, "keypoints", sigmas)
+        if out_dir is not None:
+            from convforge.atomic import write_json
+
+            write_json(f"{out_dir}/keypoint_results.json", results, indent=None)
+        return {"oks_ap": metrics["AP"], "oks_ap50": metrics["AP50"], "oks_ap75": metrics["AP75"],
+                "oks_ar": metrics["AR"], "oks_boxes": "ground_truth"}
 
     def describe(self, outputs, class_names, top_k=3):
         """The keypoints (x, y normalized) with their scores, the least sure ones first."""

@@ -29,7 +29,7 @@ class VoxelOptions(BaseModel):
                                                 "(halving at each doubling)")
     upsampling: Literal["subvoxel", "conv_transpose"] = Field(
         "subvoxel", description="subvoxel (transposed 3D convs with kernel = stride = 2, as a matmul: fast on "
-                                "CPU) or conv_transpose (Keras' Conv3DTranspose, 4x4x4, then a 3x3x3 conv: "
+                                "CPU) or conv_transpose (Keras' Conv3DTranspose, 4x4x4: "
                                 "overlapping kernels, 3-10x slower to train on CPU)")
     positive_weight: float = Field(3.0, gt=0, description="weight of occupied voxels in the cross-entropy (they "
                                                           "are a few percent of a grid)")

@@ -17,6 +17,7 @@ class RunData:
     steps_per_epoch: int
     one_hot: bool
     preprocessing: dict
+    val_source: object = None  # what `val` was built from, in order (evaluation reports in its terms)
 
 
 def input_shape_of(recipe):
@@ -27,8 +28,8 @@ def input_shape_of(recipe):
 
 
 # A recipe's source fields are its loader's arguments, but for these names.
-_ARGUMENT_NAMES = {"shapes": {"path": "out_dir"}, "faces": {"path": "out_dir"}, "solids": {"path": "out_dir"},
-                   "coco": {"images": "images_root"}}
+_ARGUMENT_NAMES = {"shapes": {"path": "out_dir"}, "faces": {"path": "out_dir"}, "figures": {"path": "out_dir"},
+                   "solids": {"path": "out_dir"}, "coco": {"images": "images_root"}}
 
 
 def open_source(source_cfg, strict):
@@ -49,9 +50,12 @@ def open_source(source_cfg, strict):
     return load_source({"source": name, **spec})
 
 
-def _count(source):
-    """Number of examples a source holds (None when it streams, like TFRecord)."""
+def _count(source, task=None, aspect=1.0):
+    """Number of examples a source holds (None when it streams, like TFRecord); a task whose parser cuts
+    records into views (crops) counts those."""
     if hasattr(source, "records"):
+        if task is not None and task.parser.views:
+            return len(task.parser.examples_of(source, aspect))
         return len(source.records)
     if hasattr(source, "labels"):
         return len(source.labels)
@@ -148,14 +152,15 @@ def datasets_for_recipe(recipe, task, skip_epochs=0):
                              augment=augment, seed=train_cfg.seed, deterministic=train_cfg.deterministic,
                              drop_remainder=False, **common)
     val_ds = build_dataset(val_source, training=False, cache=data.cache, **common) if val_source else None
-    train_count = _count(train_source)
+    aspect = input_shape[1] / input_shape[0]
+    train_count = _count(train_source, common["task"], aspect)
     if train_count is None:
         train_count = sum(int(x.shape[0]) for x, _ in train_ds)
     steps = train_cfg.steps_per_epoch or max(1, math.ceil(train_count / data.batch_size))
     train_ds = train_ds.repeat()
     if skip_epochs:
         train_ds = train_ds.skip(skip_epochs * steps)
-    val_count = _count(val_source) if val_source else 0
+    val_count = _count(val_source, common["task"], aspect) if val_source else 0
     return RunData(train=train_ds, val=val_ds, class_names=class_names, train_count=train_count,
                    val_count=val_count or 0, steps_per_epoch=steps, one_hot=common["one_hot"],
-                   preprocessing=preprocessing(input_shape, normalize))
+                   preprocessing=preprocessing(input_shape, normalize), val_source=val_source)

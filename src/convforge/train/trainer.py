@@ -180,7 +180,7 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
     printer(f"{recipe.name}: {recipe.model.architecture} for {recipe.task}, {num_classes} classes, "
             f"input {input_shape}, precision {policy}, strategy {type(strategy).__name__} "
             f"({strategy.num_replicas_in_sync} replicas), "
-            f"{data.train_count} train / {data.val_count} val images")
+            f"{data.train_count} train / {data.val_count} val {'crops' if task.parser.views else 'images'}")
 
     with strategy.scope():
         model = task.build_model(recipe.model.architecture, input_shape, num_classes, recipe.model.options,
@@ -255,7 +255,10 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
                "replicas": int(strategy.num_replicas_in_sync), "strategy": type(strategy).__name__,
                "precision": policy}
     if data.val is not None:
-        extra = task.evaluate(inference, data.val, data.class_names, out_dir=run_dir)
+        # Crops (a parser's views) are scored in their images' terms, which only the records give; other tasks
+        # keep training's light evaluation on the pipeline's own targets (`convforge evaluate` reads records).
+        source = data.val_source if task.parser.views else None
+        extra = task.evaluate(inference, data.val, data.class_names, out_dir=run_dir, source=source)
         metrics.update({f"val_{k}": v for k, v in extra.items() if k != "confusion_matrix"})
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "class_names.json", data.class_names, indent=None)

@@ -2,6 +2,7 @@
 import inspect
 
 from convforge.data.faces import load_faces
+from convforge.data.figures import load_figures
 from convforge.data.shapes import load_shapes
 from convforge.data.solids import load_solids
 from convforge.data.sources.binvox import binvox
@@ -14,7 +15,8 @@ from convforge.data.sources.voc import VOC_CLASSES, voc
 from convforge.errors import DataError, close_matches
 
 SOURCES = {"image_folder": image_folder, "coco": coco, "voc": voc, "tfrecord": tfrecord, "digits": digits,
-           "shapes": load_shapes, "faces": load_faces, "pts": pts, "solids": load_solids, "binvox": binvox}
+           "shapes": load_shapes, "faces": load_faces, "figures": load_figures,
+           "pts": pts, "solids": load_solids, "binvox": binvox}
 
 
 def load_source(spec):
@@ -37,5 +39,5 @@ def load_source(spec):
         raise DataError(f"data source {name!r} cannot take {spec}: {exc}") from None
 
 
-__all__ = ["SOURCES", "VOC_CLASSES", "binvox", "coco", "digits", "image_folder", "load_faces", "load_shapes",
+__all__ = ["SOURCES", "VOC_CLASSES", "binvox", "coco", "digits", "image_folder", "load_faces", "load_figures", "load_shapes",
            "load_solids", "load_source", "pts", "tfrecord", "voc", "write_tfrecord"]
