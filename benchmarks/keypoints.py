@@ -1,7 +1,8 @@
-"""The keypoint heads side by side: for each shipped recipe in recipes/keypoints/, its newest trained run's headline
-metric (val NME for faces, lower is better; PCK@0.2 for bodies), the same metric of its TFLite fp16,
-dynamic-range and full-int8 exports judged on the whole val split, training time, the model's size and MACs,
-and batch-1 latency in Keras and in LiteRT (fp32 and int8).
+"""The keypoint heads and the voxel model side by side: for each shipped recipe in recipes/keypoints/ and
+recipes/shape3d/, its newest trained run's headline metric (val NME for faces, lower is better; PCK@0.2 for
+bodies; voxel IoU for 3D shape), the same metric of its TFLite fp16, dynamic-range and full-int8 exports judged
+on the whole val split, training time, the model's size and MACs, and batch-1 latency in Keras and in LiteRT
+(fp32 and int8).
 
 Runs are trained first where a recipe has none (`--train`; up to 15 minutes each on 2 cores). Writes
 benchmarks/results/keypoints.json and keypoints.md (the README's table). Run: make bench, or
@@ -25,7 +26,11 @@ def measure(recipe_path, train=False):
     recipe = load_recipe(recipe_path)
     head = recipe.head or {}
     name = head.get("name", "heatmap")
-    loss = head.get("loss", "cross_entropy" if name == "heatmap" else "wing").replace("_", "-")
+    if name == "voxels":  # the loss is fixed; what varies is the decoder
+        loss = f"{head.get('voxel_size', 32)}^3, {head.get('upsampling', 'subvoxel')}"
+    else:
+        loss = head.get("loss", "cross_entropy" if name == "heatmap" else "wing").replace("_", "-")
+        loss += ", top-down crops" if head.get("top_down") else ""
     return measured_row(recipe_path, {"recipe": recipe_path.name, "head": name, "loss": loss,
                                       "data": recipe.data.train.source}, train, ROOT)
 
@@ -60,10 +65,10 @@ def render(result):
 
 
 def main(argv=None):
-    """Measure every shipped keypoint recipe (or those named) and write the JSON and Markdown tables."""
+    """Measure every shipped keypoint and shape3d recipe (or those named) and write the JSON and Markdown tables."""
     from convforge.bench.recipe_runs import recipe_table
 
-    recipe_table(__doc__.splitlines()[0], ROOT / "recipes" / "keypoints", measure,
+    recipe_table(__doc__.splitlines()[0], [ROOT / "recipes" / "keypoints", ROOT / "recipes" / "shape3d"], measure,
                  lambda path: {"recipe": path.name, "head": path.stem, "backbone": ""}, OUT, "keypoints", render,
                  argv)
 

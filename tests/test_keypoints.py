@@ -214,6 +214,25 @@ def test_the_regression_head_trains_and_its_int8_export_runs(tmp_path, policy):
     assert info["input_dtype"] == "int8" and np.abs(out["keypoints"] - reference).max() * 48 < 3
 
 
+def test_the_heatmap_head_trains_under_mixed_bfloat16_with_float32_maps():
+    """The path a bf16 CPU takes (mixed_float16, a GPU's, is checked on one: benchmarks/gpu/): the maps and their
+    decoding stay float32, the cross-entropy falls and the decoded points move towards the truth."""
+    policy = "mixed_bfloat16"
+    from convforge.tasks import get_task
+
+    task = get_task("keypoints", {"name": "heatmap", "channels": 16})
+    model = task.build_model("resnet18", (32, 32, 3), 5, SMALL, dtype=policy)
+    assert model.output.dtype == "float32"
+    model.compile(optimizer=keras.optimizers.Adam(0.003), **task.compile_args(model))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(32, 32, 32, 3)).astype("float32")
+    y = np.concatenate([rng.uniform(0.2, 0.8, (32, 5, 2)), np.full((32, 5, 1), 2.0)], -1).astype("float32")
+    history = model.fit(x, y, epochs=4, batch_size=16, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0] and history["point_error"][-1] < history["point_error"][0]
+    decoded = task.inference_model(model)(x[:2])
+    assert decoded["keypoints"].dtype == "float32" and np.isfinite(np.asarray(decoded["keypoints"])).all()
+
+
 def test_the_export_judge_counts_a_rise_in_nme_as_a_drop():
     from convforge.export.judge import judge
 

@@ -162,15 +162,16 @@ def test_the_subvoxel_layer_is_a_kernel_2_transposed_3d_conv():
         assert convmath.count_macs(keras.Model(inputs, layer(inputs))) == 27 * 5 * 8 * 4
 
 
-@pytest.mark.parametrize("upsampling", ["subvoxel", "conv_transpose"])
-def test_the_voxel_model_learns_a_grid_under_mixed_bfloat16(upsampling):
-    """The path a bf16 CPU takes, for both decoders: the weighted cross-entropy falls and the voxel IoU of
+@pytest.mark.parametrize("upsampling, policy", [("subvoxel", "mixed_bfloat16"), ("conv_transpose", "mixed_bfloat16"),
+                                               ("subvoxel", "mixed_float16")])
+def test_the_voxel_model_learns_a_grid_under_mixed_precision(upsampling, policy):
+    """The paths a bf16 CPU (both decoders) and a GPU take: the weighted cross-entropy falls and the voxel IoU of
     the training grids rises; the logits stay float32."""
     from convforge.tasks import get_task
 
     task = get_task("shape3d", {"voxel_size": 8, "latent": 16, "channels": 16, "upsampling": upsampling})
     model = task.build_model("resnet18", (32, 32, 3), 1, {"depths": [1, 1, 1, 1], "widths": [8, 8, 16, 16]},
-                             dtype="mixed_bfloat16")
+                             dtype=policy)
     assert model.output.dtype == "float32"
     model.compile(optimizer=keras.optimizers.Adam(0.01), **task.compile_args(model))
     rng = np.random.default_rng(0)
@@ -178,3 +179,19 @@ def test_the_voxel_model_learns_a_grid_under_mixed_bfloat16(upsampling):
     y = np.repeat(_ball(8, 0.7)[None], 16, 0).astype("float32")
     history = model.fit(x, y, epochs=6, batch_size=8, verbose=0).history
     assert history["loss"][-1] < history["loss"][0] and history["voxel_iou"][-1] > history["voxel_iou"][0]
+
+
+def test_full_int8_holds_the_subvoxel_decoder_and_names_what_it_leaves_in_float(tmp_path):
+    """TFLite has no int8 kernel for CONV_3D_TRANSPOSE: the conv_transpose decoder's int8 file keeps it in float32
+    (and its card says so), while the subvoxel decoder (matmuls and transposes) quantizes whole."""
+    from convforge.tasks import get_task
+
+    x = np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype("float32")
+    for upsampling, left in (("subvoxel", []), ("conv_transpose", ["CONV_3D_TRANSPOSE"])):
+        task = get_task("shape3d", {"voxel_size": 8, "latent": 16, "channels": 16, "upsampling": upsampling})
+        model = task.inference_model(task.build_model("resnet18", (32, 32, 3), 1, {"depths": [1, 1, 1, 1],
+                                                                                   "widths": [8, 8, 16, 16]}))
+        result = convforge.export(model, tmp_path / upsampling, formats=["tflite_int8"], representative=x,
+                                  inputs_for_check=x, progress=None, latency_runs=0)
+        entry = result["card"]["artifacts"][0]
+        assert entry["float_ops"] == left and entry["check"]["max_abs_diff"] < 0.05, entry

@@ -82,19 +82,21 @@ def measured_row(recipe_path, row, train=False, root=None):
 
 
 def recipe_table(description, folder, measure, failed_row, out_dir, stem, render, argv=None):
-    """The command line of a per-task table: measure each recipe named (default: every recipe in `folder`), a
-    failure becoming its row's error, then write out_dir/<stem>.json and <stem>.md (render(result))."""
+    """The command line of a per-task table: measure each recipe named (default: every recipe in `folder`, or in
+    each of a list of folders), a failure becoming its row's error, then write out_dir/<stem>.json and <stem>.md
+    (render(result))."""
     import argparse
 
     from convforge.bench.compare import _machine
 
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("recipes", nargs="*", help=f"recipes (default: {folder}/*.yaml)")
+    folders = [pathlib.Path(f) for f in (folder if isinstance(folder, (list, tuple)) else [folder])]
+    parser.add_argument("recipes", nargs="*", help=f"recipes (default: {', '.join(f'{f}/*.yaml' for f in folders)})")
     parser.add_argument("--train", action="store_true", help="train recipes that have no run yet")
     parser.add_argument("--merge", action="store_true", help="keep the other recipes' rows of the existing table "
                                                              "(measure only those named)")
     args = parser.parse_args(argv)
-    paths = [pathlib.Path(p).resolve() for p in args.recipes] or sorted(pathlib.Path(folder).glob("*.yaml"))
+    paths = [pathlib.Path(p).resolve() for p in args.recipes] or [p for f in folders for p in sorted(f.glob("*.yaml"))]
     machine = _machine()
     rows = []
     for i, path in enumerate(paths, 1):

@@ -224,7 +224,12 @@ def export_with(model, out_dir, config):
             entry = {"format": fmt, "file": ARTIFACTS[fmt], "bytes": size_bytes(path), "sha256": sha256_path(path),
                      "precision": TABLE[fmt].precision}
             if fmt == "tflite_int8":
+                from convforge.export.tflite import float_op_types
+
                 entry["io_dtype"] = config.int8_io
+                with open(path, "rb") as f:
+                    # What full-integer quantization could not reach (no int8 kernel, or kept on purpose).
+                    entry["float_ops"] = float_op_types(f.read())
             scored = scoring is not None and not (fmt == "saved_model" and config.with_preprocessing)
             loaded = _step(fmt, lambda: _load(fmt, path, config.threads)) if (config.verify or scored) else None
             if config.verify:
@@ -446,6 +451,8 @@ def _summary(entry):
         parts.append(f"val {m['name']} {m['value']:.2%} (Keras {m['keras']:.2%}, drop {m['drop_points']:.2f} pt)")
     if check.get("latency_ms"):
         parts.append(f"{check['latency_ms']['median']:.3g} ms")
+    if entry.get("float_ops"):
+        parts.append(f"left in float32: {', '.join(entry['float_ops'])}")
     parts.append(check["status"])
     return f"export: {entry['format']} -> {entry['file']} ({', '.join(parts)})"
 

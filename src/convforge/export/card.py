@@ -99,6 +99,11 @@ def render_markdown(card):
         lines.append(f"| {a['file']} | {a['format']} | {a['bytes'] / 1024:.1f} | {delta} "
                      f"| {sig(check.get('top1_agreement'))} | {val} | {lat} | {check.get('status', '-')} "
                      f"| `{a['sha256'][:16]}…` |")
+    for a in card["artifacts"]:
+        if a.get("float_ops"):
+            lines += ["", f"{a['file']} computes {', '.join(a['float_ops'])} in float32 (between DEQUANTIZE and "
+                          f"QUANTIZE): full-integer quantization has no int8 kernel for it, or the model keeps it "
+                          f"in float32 on purpose."]
     ver = card["verification"]
     lines += ["", f"float32 formats are compared with Keras on {ver['images']} check images and must agree to "
                   f"max |Δ| <= {ver['max_abs_diff']:g}; quantized ones are reported (top-1 agreement with Keras on "

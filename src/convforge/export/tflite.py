@@ -89,6 +89,26 @@ def custom_op_names(data):
     return [code.customCode.decode() for code in model.operatorCodes or () if code.customCode]
 
 
+def float_op_types(data):
+    """The op types of a .tflite flatbuffer that compute in float32 (a float32 input and output; QUANTIZE and
+    DEQUANTIZE aside), sorted: in a full-int8 model, the ops TFLite could not quantize."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    found = set()
+    for graph in model.subgraphs or ():
+        for op in graph.operators or ():
+            code = model.operatorCodes[op.opcodeIndex]
+            name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+            inputs = [graph.tensors[i] for i in (op.inputs if op.inputs is not None else ()) if i >= 0]
+            outputs = [graph.tensors[i] for i in (op.outputs if op.outputs is not None else ()) if i >= 0]
+            floats = lambda ts: any(t.type == schema.TensorType.FLOAT32 for t in ts)  # noqa: E731
+            if name not in ("QUANTIZE", "DEQUANTIZE") and floats(inputs) and floats(outputs):
+                found.add(name)
+    return sorted(found)
+
+
 def _quantize_except(converter, representative, float_ops):
     """Full-integer quantization leaving the named op types in float32 (dequantized around them): TFLite's
     selective quantization, run through its QuantizationDebugger as the converter offers no other entry."""
