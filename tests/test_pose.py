@@ -23,14 +23,14 @@ COCO_SKELETON_NAMES = {("left_ankle", "left_knee"), ("left_shoulder", "right_sho
 
 def test_the_figures_set_is_seeded_coco_person_keypoints(tmp_path):
     from convforge.data.figures import KEYPOINT_NAMES, SKELETON
-    from convforge.data.instances import flip_pairs
+    from convforge.data.instances import flip_pairs, skeleton_of
     from convforge.evaluate.keypoints import COCO_KEYPOINTS
 
     splits = data.ensure_figures(tmp_path / "f", n=30, size=64, seed=3)
     records = data.coco(*splits["train"])
     assert records.keypoint_names == list(KEYPOINT_NAMES) == list(COCO_KEYPOINTS) and len(records) == 24
     pairs = {tuple(sorted((KEYPOINT_NAMES[a - 1], KEYPOINT_NAMES[b - 1]))) for a, b in SKELETON}
-    assert {tuple(sorted(p)) for p in COCO_SKELETON_NAMES} <= pairs
+    assert {tuple(sorted(p)) for p in COCO_SKELETON_NAMES} <= pairs and skeleton_of(KEYPOINT_NAMES) == SKELETON
     assert len(flip_pairs(KEYPOINT_NAMES)) == 8  # eyes, ears, shoulders, elbows, wrists, hips, knees, ankles
     people = [o for r in records for o in r["objects"]]
     assert max(len(r["objects"]) for r in records) > 1 and len(people) > len(records)

@@ -114,12 +114,15 @@ def largest_box_index(boxes, eligible):
 
 def skeleton_of(names):
     """The skeleton (COCO's 1-based index pairs) of a known keypoint layout by its names: the 300-W face
-    landmarks (68 or the 5-point subset) and the shapes set's points; [] for any other."""
-    from convforge.data import faces, shapes
+    landmarks (68 or the 5-point subset), COCO's 17 person keypoints and the shapes set's points; [] for any
+    other."""
+    from convforge.data import faces, figures, shapes
 
     names = tuple(names or ())
     if names and set(names) <= set(faces.LANDMARK_NAMES):
         return faces.skeleton([faces.LANDMARK_NAMES.index(n) for n in names])
+    if names == figures.KEYPOINT_NAMES:
+        return [list(p) for p in figures.SKELETON]
     if names == tuple(shapes.KEYPOINT_NAMES):
         return [list(p) for p in shapes.SKELETON]
     return []
