@@ -534,3 +534,23 @@ def test_predict_and_calibration_see_the_pixels_the_pipeline_trains_on(tmp_path)
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(DataError, match="broken.png' could not be read"):
         pixels.read_image(folder / "broken.png", 3)
+
+
+def test_a_cached_training_set_listed_class_by_class_is_not_read_in_that_order(tmp_path):
+    """A cache keeps the first order of its examples and shuffle_buffer mixes only nearby ones: an image folder
+    (one class after another) must still give batches of mixed classes, and the same ones for the same seed."""
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for k in range(40):
+            Image.new("RGB", (8, 8), (k, 0, 0)).save(tmp_path / cls / f"{k}.png")
+    records = data.image_folder(str(tmp_path))
+    assert [r["label"] for r in records][:40] == [0] * 40  # listed class by class
+
+    def first_batch(seed):
+        ds = data.build_dataset(records, "classification", (8, 8, 3), 16, True, cache=True, shuffle_buffer=4,
+                                seed=seed, normalize="unit", deterministic=True)
+        return np.asarray(next(iter(ds))[1])
+
+    labels = first_batch(0)
+    assert 0 < labels.sum() < 16, labels
+    np.testing.assert_array_equal(first_batch(0), labels)

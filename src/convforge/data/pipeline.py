@@ -2,7 +2,8 @@
 
 Order of work, each step there for a reason:
 
-    shuffle file list (whole, cheap)  when training without cache: nothing decoded is buffered
+    shuffle file list (whole, cheap)  when training: every epoch without cache (nothing decoded is buffered),
+                                      once before a cache (so a class-sorted list does not stay sorted)
     read + decode + channels + resize + task target   in parallel (AUTOTUNE)
     ignore_errors                     a last guard: sources already checked every file up-front
     cache                             decoded, resized uint8 images: 4x smaller than float32
@@ -174,6 +175,11 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
         if training and not cache:
             dataset = dataset.shuffle(len(kept), seed=seed, reshuffle_each_iteration=True)
             shuffled_early = True
+        elif training:
+            # A cache keeps its first order, later mixed only within shuffle_buffer: a source listed class by class
+            # (image folders, .binvox folders) would give batches of one or two classes. One shuffle of the whole
+            # list, fixed by the seed, before caching makes that first order a random one.
+            dataset = dataset.shuffle(len(kept), seed=seed, reshuffle_each_iteration=False)
 
         def decode(example):
             """Read and decode the file an example points at."""
@@ -185,9 +191,9 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
         if len(source.labels) == 0:
             raise DataError(f"{_source_name(source)} holds no images")
         dataset = tf.data.Dataset.from_tensor_slices({"image": source.images, "label": source.labels})
-        if training and not cache:
-            dataset = dataset.shuffle(len(source.labels), seed=seed, reshuffle_each_iteration=True)
-            shuffled_early = True
+        if training:  # as above: reshuffled each epoch, or once before a cache
+            dataset = dataset.shuffle(len(source.labels), seed=seed, reshuffle_each_iteration=not cache)
+            shuffled_early = not cache
         dataset = dataset.map(lambda e: prepare({**e, "label": tf.cast(e["label"], tf.int32)}),
                               num_parallel_calls=autotune)
     else:
