@@ -40,6 +40,8 @@ def tiny(recipe_path, shapes_dir=None, epochs=1, steps=2, small_model=False):
         uses_top = task_class(recipe.task).uses_classification_top
         sets += [f"model.options.{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in shrink.items()
                  if k not in recipe.model.options and (uses_top or k in spec.backbone_option_names)]
+    if recipe.task == "shape3d":
+        sets.append("head.channels=16")  # the 3D decoder's width, as small_model narrows a backbone
     if recipe.train.schedule.name == "cosine":
         sets.append("train.schedule.warmup_epochs=0")
     if recipe.data.train.source in ("shapes", "faces", "figures", "solids"):

@@ -142,7 +142,7 @@ def test_a_top_down_pose_model_trains_on_crops_and_scores_oks_ap_alike_on_its_ow
     from convforge.topdown import TopDown
 
     monkeypatch.chdir(tmp_path)
-    sets = [*tiny(POSE, epochs=3, steps=4), "data.train.path=figures", "data.train.n=50", "data.train.size=64",
+    sets = [*tiny(POSE, epochs=2, steps=4), "data.train.path=figures", "data.train.n=50", "data.train.size=64",
             "model.input_shape=[48,36,3]", f"model.options={json.dumps(SMALL)}", "head.channels=16",
             "train.optimizer.learning_rate=0.005"]
     result = convforge.train(load_recipe(POSE, overrides=sets), printer=lambda *_: None, verbose=0)

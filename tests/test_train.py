@@ -101,7 +101,8 @@ def test_every_shipped_recipe_trains_one_epoch(recipe_path, shapes_dir, tmp_path
                   "instance_segmentation": {"val_AP", "val_AP75", "val_box_AP50", "mask_loss"},
                   "localization": {"val_accuracy", "val_iou", "box_iou", "val_box_iou"},
                   "segmentation": {"val_pixel_accuracy", "mean_iou"},
-                  "keypoints": {"val_pck", "val_mean_error", "point_error"}}
+                  "keypoints": {"val_pck", "val_mean_error", "point_error"},
+                  "shape3d": {"val_best_voxel_iou", "voxel_iou"}}
     expected = {"loss", "val_loss", f"val_{get_task(recipe.task, recipe.head).headline_metric}"}
     expected |= companions.get(recipe.task, {"val_accuracy"})
     assert expected <= set(metrics), sorted(metrics)

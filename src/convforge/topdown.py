@@ -135,7 +135,7 @@ class TopDown:
     def evaluate(self, records, out_dir=None):
         """COCO keypoint AP (OKS, pycocotools) of the pipeline over the Records' images, against their people."""
         from convforge import preprocessing as pixels
-        from convforge.evaluate.coco import coco_metrics, ground_truth, image_id_of
+        from convforge.evaluate.coco import image_id_of, oks_ap
         from convforge.evaluate.keypoints import oks_sigmas
 
         sigmas = oks_sigmas(self.names)
@@ -152,14 +152,9 @@ class TopDown:
             points, scores = self.keypoints(image, crops)
             people += len(boxes)
             results += to_coco_results(image_id_of(record, index), category, crops, points, scores, box_scores)
-        metrics = coco_metrics(ground_truth(records), results, "keypoints", sigmas)
-        if out_dir is not None:
-            from convforge.atomic import write_json
-
-            # Beside the ground-truth boxes' keypoint_results.json that the keypoint task's evaluation writes.
-            write_json(f"{out_dir}/keypoint_results_detector.json", results, indent=None)
-        return {"oks_ap": metrics["AP"], "oks_ap50": metrics["AP50"], "oks_ap75": metrics["AP75"],
-                "oks_ar": metrics["AR"], "oks_boxes": "detector", "people_found": people, "images": len(records)}
+        # Written beside the ground-truth boxes' keypoint_results.json that the keypoint task's evaluation writes.
+        metrics = oks_ap(records, results, sigmas, "detector", out_dir, "keypoint_results_detector.json")
+        return {**metrics, "people_found": people, "images": len(records)}
 
 
 def _traced(model):

@@ -102,6 +102,19 @@ def coco_metrics(gt, detections, iou_type="bbox", sigmas=None):
     return {name: float(value) for name, value in zip(names, evaluator.stats)}
 
 
+def oks_ap(records, results, sigmas, boxes, out_dir=None, file_name="keypoint_results.json"):
+    """COCO keypoint AP (OKS) of keypoint results over the Records' images, as {"oks_ap", "oks_ap50", "oks_ap75",
+    "oks_ar", "oks_boxes"} (boxes: where the people were cut from, "ground_truth" or "detector"); the results are
+    written to out_dir/file_name when given."""
+    metrics = coco_metrics(ground_truth(records), results, "keypoints", sigmas)
+    if out_dir is not None:
+        from convforge.atomic import write_json
+
+        write_json(os.path.join(out_dir, file_name), results, indent=None)
+    return {"oks_ap": metrics["AP"], "oks_ap50": metrics["AP50"], "oks_ap75": metrics["AP75"], "oks_ar": metrics["AR"],
+            "oks_boxes": boxes}
+
+
 def evaluate_detections(model, batches, class_names=(), source=None, out_dir=None, masks=False, mask_threshold=0.5):
     """COCO metrics of a detector (outputs boxes, scores, classes, num_detections) over (images, padded
     targets) batches, with "count" (images), "detections" and, where there is one, "annotations": the COCO

@@ -239,7 +239,8 @@ class Keypoints(Task):
         return moved["keypoints"][:, 0]
 
     def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
-        """NME and failure rate, PCK@0.2 and the mean error in input pixels over the labelled keypoints."""
+        """PCK@0.2 and the mean error in input pixels over the labelled keypoints, NME and failure rate for faces,
+        and for crops (top_down) of Records the OKS AP of their images (ground-truth boxes)."""
         from convforge.evaluate.keypoints import nme, pck
 
         predicted, scores, truth = [], [], []
@@ -273,7 +274,7 @@ class Keypoints(Task):
 
     def _crops_oks(self, records, points, scores, aspect, sigmas, out_dir=None):
         """COCO keypoint AP (OKS) of the crops' keypoints, mapped back into their images, over whole images."""
-        from convforge.evaluate.coco import coco_metrics, ground_truth, image_id_of
+        from convforge.evaluate.coco import image_id_of, oks_ap
         from convforge.topdown import to_coco_results
 
         parser, owners = self.parser, []
@@ -291,13 +292,7 @@ class Keypoints(Task):
             box = np.array(view["crop"]) * np.tile([view["image_height"], view["image_width"]], 2)
             category = int(category_ids[view["objects"][0]["category_id"]])
             results += to_coco_results(image_id, category, box[None], xy[None], s[None], np.ones(1))
-        metrics = coco_metrics(ground_truth(records), results, "keypoints", sigmas)
-        if out_dir is not None:
-            from convforge.atomic import write_json
-
-            write_json(f"{out_dir}/keypoint_results.json", results, indent=None)
-        return {"oks_ap": metrics["AP"], "oks_ap50": metrics["AP50"], "oks_ap75": metrics["AP75"],
-                "oks_ar": metrics["AR"], "oks_boxes": "ground_truth"}
+        return oks_ap(records, results, sigmas, "ground_truth", out_dir)
 
     def describe(self, outputs, class_names, top_k=3):
         """The keypoints (x, y normalized) with their scores, the least sure ones first."""
