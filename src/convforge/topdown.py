@@ -18,20 +18,6 @@ import numpy as np
 from convforge.errors import ConvforgeError
 
 
-def to_coco_results(image_id, category_id, crops, points, scores, box_scores):
-    """COCO keypoint results of people: their crops (P, 4 yxyx in pixels of the image), keypoints (P, K, 2)
-    normalized to each crop and scores (P, K); a person's score is its box score times its mean keypoint score."""
-    results = []
-    for (y0, x0, y1, x1), xy, s, box_score in zip(np.asarray(crops, np.float64), np.asarray(points, np.float64),
-                                                  np.asarray(scores, np.float64), np.asarray(box_scores)):
-        x, y = x0 + xy[:, 0] * (x1 - x0), y0 + xy[:, 1] * (y1 - y0)
-        flat = np.stack([x, y, np.ones_like(x)], 1).reshape(-1)
-        results.append({"image_id": image_id, "category_id": int(category_id),
-                        "keypoints": [round(float(v), 2) for v in flat],
-                        "score": round(float(box_score) * float(np.mean(s)), 5)})
-    return results
-
-
 def _run_model(path):
     """(model file, its folder) of a run folder or a .keras file."""
     path = pathlib.Path(path)
@@ -125,17 +111,17 @@ class TopDown:
         boxes, box_scores = self.boxes(image)
         crops = self.crops(image, boxes)
         points, scores = self.keypoints(image, crops)
+        from convforge.data.instances import from_crops
+
         height, width = image.shape[:2]
-        y0, x0 = crops[:, 0:1] / height, crops[:, 1:2] / width
-        h, w = (crops[:, 2:3] - crops[:, 0:1]) / height, (crops[:, 3:4] - crops[:, 1:2]) / width
-        in_image = np.stack([x0 + points[..., 0] * w, y0 + points[..., 1] * h], -1) if len(crops) else points
+        in_image = from_crops(crops, points) / np.array([width, height]) if len(crops) else points
         return {"boxes": boxes, "box_scores": box_scores, "keypoints": in_image.astype(np.float32),
                 "scores": scores, "crops": crops}
 
     def evaluate(self, records, out_dir=None):
         """COCO keypoint AP (OKS, pycocotools) of the pipeline over the Records' images, against their people."""
         from convforge import preprocessing as pixels
-        from convforge.evaluate.coco import image_id_of, oks_ap
+        from convforge.evaluate.coco import image_id_of, keypoints_to_coco, oks_ap
         from convforge.evaluate.keypoints import oks_sigmas
 
         sigmas = oks_sigmas(self.names)
@@ -151,7 +137,7 @@ class TopDown:
             crops = self.crops(image, boxes)
             points, scores = self.keypoints(image, crops)
             people += len(boxes)
-            results += to_coco_results(image_id_of(record, index), category, crops, points, scores, box_scores)
+            results += keypoints_to_coco(image_id_of(record, index), category, crops, points, scores, box_scores)
         # Written beside the ground-truth boxes' keypoint_results.json that the keypoint task's evaluation writes.
         metrics = oks_ap(records, results, sigmas, "detector", out_dir, "keypoint_results_detector.json")
         return {**metrics, "people_found": people, "images": len(records)}

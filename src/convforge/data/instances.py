@@ -228,3 +228,10 @@ def crop_view(record, obj, padding, aspect):
     return {**record, "objects": [moved], "width": w, "height": h, "image_width": record["width"],
             "image_height": record["height"],
             "crop": [y0 / record["height"], x0 / record["width"], y1 / record["height"], x1 / record["width"]]}
+
+
+def from_crops(crops, points):
+    """Points (P, K, 2) normalized to their crops (P, 4 yxyx in pixels of an image) as (P, K, 2) pixels of it."""
+    crops, points = np.asarray(crops, np.float64).reshape(-1, 4), np.asarray(points, np.float64)
+    origin, size = crops[:, None, 1::-1], (crops[:, 2:] - crops[:, :2])[:, None, ::-1]
+    return origin + points * size

@@ -102,6 +102,20 @@ def coco_metrics(gt, detections, iou_type="bbox", sigmas=None):
     return {name: float(value) for name, value in zip(names, evaluator.stats)}
 
 
+def keypoints_to_coco(image_id, category_id, crops, points, scores, box_scores):
+    """COCO keypoint results of people: their crops (P, 4 yxyx in pixels of the image), keypoints (P, K, 2)
+    normalized to each crop and scores (P, K); a person's score is its box score times its mean keypoint score."""
+    from convforge.data.instances import from_crops
+
+    results = []
+    for xy, s, box_score in zip(from_crops(crops, points), np.asarray(scores, np.float64), np.asarray(box_scores)):
+        flat = np.concatenate([xy, np.ones((len(xy), 1))], 1).reshape(-1)
+        results.append({"image_id": image_id, "category_id": int(category_id),
+                        "keypoints": [round(float(v), 2) for v in flat],
+                        "score": round(float(box_score) * float(np.mean(s)), 5)})
+    return results
+
+
 def oks_ap(records, results, sigmas, boxes, out_dir=None, file_name="keypoint_results.json"):
     """COCO keypoint AP (OKS) of keypoint results over the Records' images, as {"oks_ap", "oks_ap50", "oks_ap75",
     "oks_ar", "oks_boxes"} (boxes: where the people were cut from, "ground_truth" or "detector"); the results are

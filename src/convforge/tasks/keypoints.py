@@ -274,8 +274,7 @@ class Keypoints(Task):
 
     def _crops_oks(self, records, points, scores, aspect, sigmas, out_dir=None):
         """COCO keypoint AP (OKS) of the crops' keypoints, mapped back into their images, over whole images."""
-        from convforge.evaluate.coco import image_id_of, oks_ap
-        from convforge.topdown import to_coco_results
+        from convforge.evaluate.coco import image_id_of, keypoints_to_coco, oks_ap
 
         parser, owners = self.parser, []
         for index, record in enumerate(records):
@@ -291,7 +290,7 @@ class Keypoints(Task):
         for (image_id, view), xy, s in zip(owners, points, scores):
             box = np.array(view["crop"]) * np.tile([view["image_height"], view["image_width"]], 2)
             category = int(category_ids[view["objects"][0]["category_id"]])
-            results += to_coco_results(image_id, category, box[None], xy[None], s[None], np.ones(1))
+            results += keypoints_to_coco(image_id, category, box[None], xy[None], s[None], np.ones(1))
         return oks_ap(records, results, sigmas, "ground_truth", out_dir)
 
     def describe(self, outputs, class_names, top_k=3):
