@@ -328,6 +328,20 @@ def _predict_top_down(args):
     return 0
 
 
+def cmd_attack(args):
+    """Attack a trained classifier on its val images; print the measures and write report.json and attack.png."""
+    from convforge.attacks.report import run_attack
+
+    settings = {key: value for key, value in (("steps", args.steps), ("max_queries", args.max_queries),
+                                              ("norm", args.norm), ("size", args.size)) if value is not None}
+    if args.surrogate_attack:
+        settings["surrogate_attack"] = args.surrogate_attack
+    result = run_attack(args.source, args.attack, eps=args.eps, n=args.n, out=args.out, target=args.target,
+                        surrogate=args.surrogate, target_class=args.target_class, seed=args.seed, **settings)
+    print(result["out"])
+    return 0
+
+
 def cmd_export(args):
     """Export a trained model to each format, verify every artifact in its runtime, and write the model card."""
     from convforge.runs import export_run
@@ -509,6 +523,28 @@ def build_parser():
                                                      "detector (run folder or .keras); every person it finds gets "
                                                      "keypoints")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("attack", help="attack a trained classifier on its val images: clean vs robust accuracy, "
+                                      "a report and a picture")
+    p.add_argument("source", help="a recipe (its newest run) or a run folder")
+    p.add_argument("--attack", required=True, choices=("fgsm", "pgd", "carlini_wagner", "deepfool", "square",
+                                                       "simba", "hop_skip_jump", "transfer", "patch"))
+    p.add_argument("--eps", type=float, help="perturbation size on the 0..1 pixel scale (fgsm, pgd, square; "
+                                             "simba's step)")
+    p.add_argument("--n", type=int, default=200, help="val images attacked (a seeded choice; default 200)")
+    p.add_argument("--steps", type=int, help="iterations (pgd, carlini_wagner, deepfool, patch)")
+    p.add_argument("--norm", choices=("linf", "l2"), help="pgd's norm (default linf)")
+    p.add_argument("--max-queries", type=int, help="query budget per image (square, simba, hop_skip_jump)")
+    p.add_argument("--target", metavar="ARTIFACT", help="judge (and, for black-box attacks, query) an exported "
+                                                        ".tflite, .onnx or SavedModel instead of the Keras model")
+    p.add_argument("--surrogate", metavar="RUN", help="transfer: the recipe or run the examples are crafted on")
+    p.add_argument("--surrogate-attack", choices=("fgsm", "pgd", "carlini_wagner", "deepfool"),
+                   help="transfer: the white-box attack on the surrogate (default pgd)")
+    p.add_argument("--target-class", type=int, default=0, help="patch: the class it pushes toward (default 0)")
+    p.add_argument("--size", type=float, help="patch: its side as a share of the image side (default 0.3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", required=True, help="folder for report.json and attack.png (created)")
+    p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("export", help="export a trained model to SavedModel/TFLite/ONNX, each verified")
     p.add_argument("source", help="a recipe (its newest run), a run folder, or a .keras model")

@@ -103,6 +103,12 @@ def evaluate(source, *, weights=None, overrides=(), precision="trained", out=Non
             raise ConvforgeError(f"{recipe.name}: data.val gives no validation split to evaluate on")
         model = load_model(model_path, precision)
         metrics = task.evaluate(task.inference_model(model), val, class_names, out_dir=folder, source=val_source)
+        if recipe.train.adversarial is not None:
+            from convforge.preprocessing import saved_beside
+            from convforge.train.adversarial import robust_accuracy
+
+            contract, _ = saved_beside(model_path, tuple(int(v) for v in model.inputs[0].shape[1:]))
+            metrics.update(robust_accuracy(task.inference_model(model), val, contract, recipe.train.adversarial))
         if detector is not None:
             from convforge.topdown import TopDown
 

@@ -55,7 +55,7 @@ def _square_share(p_init, iteration, max_queries):
     return p_init / 2 ** sum(at > step for step in SQUARE_HALVINGS)
 
 
-def square(predict, x, y, eps, *, max_queries=1000, p_init=0.1, targeted=False, seed=0, clip=(0.0, 1.0)):
+def square(predict, x, y, eps, *, max_queries=1000, p_init=0.3, targeted=False, seed=0, clip=(0.0, 1.0)):
     """Square Attack (linf): from vertical stripes of +-eps, propose random squares of +-eps per channel, keep
     those that lower the margin loss; the square shrinks on the paper's schedule. At most max_queries calls'
     worth of queries per example (the first included); stops for an example at its first success."""

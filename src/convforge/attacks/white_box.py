@@ -65,11 +65,14 @@ def pgd_delta(logits_fn, x, y, delta, eps, step_size, steps, norm="linf", target
     import tensorflow as tf
 
     lo, hi = clip
-    for _ in tf.range(steps):
+
+    def step(i, delta):
         gradient, _ = loss_gradient(logits_fn, x + delta, y, targeted)
         delta = project(delta + ascend(gradient, step_size, norm), eps, norm)
-        delta = tf.clip_by_value(x + delta, lo, hi) - x
-    return delta
+        return i + 1, tf.clip_by_value(x + delta, lo, hi) - x
+
+    # An explicit while_loop, not a Python loop under AutoGraph: Keras traces its train step without AutoGraph.
+    return tf.while_loop(lambda i, _: i < steps, step, (tf.constant(0), delta))[1]
 
 
 def ball_sample(rng, shape, eps, norm):

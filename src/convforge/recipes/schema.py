@@ -638,6 +638,19 @@ class EarlyStopping(_Section):
     restore_best_weights: Bool = True
 
 
+class AdversarialTraining(_Section):
+    """Adversarial training: PGD examples against the model being trained replace a share of each batch."""
+
+    attack: Literal["pgd"] = "pgd"
+    eps: PosFloat = Field(..., description="perturbation bound on the 0..1 pixel scale (0.1: a tenth of it)")
+    norm: Literal["linf", "l2"] = "linf"
+    steps: PosInt = Field(7, description="PGD steps per training batch")
+    step_size: Optional[PosFloat] = Field(None, description="null: 2.5 * eps / steps")
+    mix: Annotated[float, Field(strict=True, gt=0, le=1)] = Field(
+        1.0, description="share of each batch replaced by its PGD examples: 1 is Madry et al., 0.5 Kurakin et al.")
+    eval_steps: PosInt = Field(20, description="PGD steps of the robust accuracy reported after training")
+
+
 class TrainSection(_Section):
     """How long and how to fit: optimizer, schedule, regularization, precision and distribution."""
 
@@ -652,6 +665,7 @@ class TrainSection(_Section):
     seed: Int = 0
     deterministic: Bool = Field(False, description="deterministic ops: reproducible, slower")
     aux_loss_weight: NonNegFloat = Field(0.3, description="weight of GoogLeNet's auxiliary losses")
+    adversarial: Optional[AdversarialTraining] = Field(None, description="null: train on clean images only")
 
     @model_validator(mode="before")
     @classmethod
@@ -822,6 +836,10 @@ class Recipe(_Section):
                                  f"{aug.name!r} serves {' and '.join(served)}, not {self.task}: it cannot carry "
                                  f"the {', '.join(lost)} that {self.task} needs; accepted for {self.task}: "
                                  f"{_accepted(usable)}")
+        if self.train.adversarial is not None and task is not None and not task.trains_adversarially:
+            able = [n for n in _task_names() if getattr(_task_class(n), "trains_adversarially", False)]
+            raise FieldError(("train", "adversarial"), f"a {self.task} model has no class scores for PGD to "
+                                                       f"climb; accepted for tasks: {_accepted(able)}")
         stop = self.train.early_stopping
         if stop is not None and stop.monitor.startswith("val_") and self.data.val is None:
             raise FieldError(("train", "early_stopping", "monitor"),

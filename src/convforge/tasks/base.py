@@ -68,6 +68,8 @@ class Task:
     uses_classification_top = False
     # Whether its inference model ends in NonMaxSuppression, so detector-only export formats can hold it.
     ends_in_nms = False
+    # Whether train.adversarial applies: the model's first output is class scores an attack can climb.
+    trains_adversarially = False
     Options = NoOptions
     parser: Parser = None
 

@@ -26,6 +26,7 @@ class Classification(Task):
 
     name = "classification"
     uses_classification_top = True
+    trains_adversarially = True
     parser = Parser(keeps_record=lambda r: r.get("label") is not None, keeps_example=lambda e: e["label"] >= 0,
                     target=_label, one_hot=_one_hot)
 

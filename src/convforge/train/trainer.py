@@ -193,6 +193,12 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
         model.compile(optimizer=optimizer, **task.compile_args(
             model, label_smoothing=train_cfg.label_smoothing, one_hot=data.one_hot,
             aux_loss_weight=train_cfg.aux_loss_weight))
+    if train_cfg.adversarial is not None:
+        from convforge.train.adversarial import train_adversarially
+
+        train_adversarially(model, data.preprocessing, train_cfg.adversarial, seed=train_cfg.seed)
+        printer(f"adversarial training: PGD {train_cfg.adversarial.norm} eps={train_cfg.adversarial.eps:g}, "
+                f"{train_cfg.adversarial.steps} steps, on {train_cfg.adversarial.mix:.0%} of each batch")
     fit_across_workers(model, strategy)
     # The data and the model are built: from here on the run exists.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -260,6 +266,11 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
         source = data.val_source if task.parser.views else None
         extra = task.evaluate(inference, data.val, data.class_names, out_dir=run_dir, source=source)
         metrics.update({f"val_{k}": v for k, v in extra.items() if k != "confusion_matrix"})
+        if train_cfg.adversarial is not None:
+            from convforge.train.adversarial import robust_accuracy
+
+            robust = robust_accuracy(inference, data.val, data.preprocessing, train_cfg.adversarial)
+            metrics.update({f"val_{k}": v for k, v in robust.items()})
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "class_names.json", data.class_names, indent=None)
     write_json(run_dir / "preprocessing.json", data.preprocessing, indent=None)
