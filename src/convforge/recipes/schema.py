@@ -645,7 +645,7 @@ class AdversarialTraining(_Section):
     eps: PosFloat = Field(..., description="perturbation bound on the 0..1 pixel scale (0.1: a tenth of it)")
     norm: Literal["linf", "l2"] = "linf"
     steps: PosInt = Field(7, description="PGD steps per training batch")
-    step_size: Optional[PosFloat] = Field(None, description="null: 2.5 * eps / steps")
+    step_size: Optional[PosFloat] = Field(None, description="null: eps / 4")
     mix: Annotated[float, Field(strict=True, gt=0, le=1)] = Field(
         1.0, description="share of each batch replaced by its PGD examples: 1 is Madry et al., 0.5 Kurakin et al.")
     eval_steps: PosInt = Field(20, description="PGD steps of the robust accuracy reported after training")

@@ -11,8 +11,8 @@ from convforge.attacks.target import WhiteBox
 
 
 def step_size(settings):
-    """The PGD step of the settings: their own, or 2.5 * eps / steps (Madry et al.)."""
-    return settings.step_size or 2.5 * settings.eps / settings.steps
+    """The PGD step of the settings: their own, or eps / 4 (as convforge.attacks.pgd)."""
+    return settings.step_size or settings.eps / 4
 
 
 def train_adversarially(model, preprocessing, settings, seed=0):
