@@ -102,7 +102,8 @@ def test_every_shipped_recipe_trains_one_epoch(recipe_path, shapes_dir, tmp_path
                   "localization": {"val_accuracy", "val_iou", "box_iou", "val_box_iou"},
                   "segmentation": {"val_pixel_accuracy", "mean_iou"},
                   "keypoints": {"val_pck", "val_mean_error", "point_error"},
-                  "shape3d": {"val_best_voxel_iou", "voxel_iou"}}
+                  "shape3d": {"val_best_voxel_iou", "voxel_iou"},
+                  "style": {"val_style_loss", "val_content_loss", "val_unstyled_style_loss"}}
     expected = {"loss", "val_loss", f"val_{get_task(recipe.task, recipe.head).headline_metric}"}
     expected |= companions.get(recipe.task, {"val_accuracy"})
     assert expected <= set(metrics), sorted(metrics)

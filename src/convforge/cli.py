@@ -342,6 +342,17 @@ def cmd_attack(args):
     return 0
 
 
+def cmd_stylize(args):
+    """Stylize a content picture (gatys: against a style picture; fast: with a trained style network)."""
+    from convforge.style.stylize import stylize
+
+    result = stylize(args.content, args.out, method=args.method, style=args.style, model=args.model,
+                     steps=args.steps, size=args.size, vgg_weights=args.vgg_weights)
+    print(result["panel"])
+    print(result["out"])
+    return 0
+
+
 def cmd_export(args):
     """Export a trained model to each format, verify every artifact in its runtime, and write the model card."""
     from convforge.runs import export_run
@@ -545,6 +556,21 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", required=True, help="folder for report.json and attack.png (created)")
     p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("stylize", help="paint a picture in a style: gatys (image optimization) or fast (a trained "
+                                       "style network); writes the result and a panel")
+    p.add_argument("--content", required=True, help="the content picture: a file, or skimage:NAME (a scikit-image "
+                                                    "sample: astronaut, chelsea, coffee, ...)")
+    p.add_argument("--style", help="the style picture (gatys; fast: the run's own by default)")
+    p.add_argument("--method", choices=("gatys", "fast"), default="gatys")
+    p.add_argument("--model", metavar="RUN", help="fast: a style recipe, run folder or .keras")
+    p.add_argument("--steps", type=int, default=200, help="gatys: L-BFGS iterations (default 200)")
+    p.add_argument("--size", type=int, default=256, help="gatys: the longer side optimized, in pixels (default "
+                                                        "256); the result is written at the content's size")
+    p.add_argument("--vgg-weights", metavar="PATH", help="gatys: a local keras.applications VGG19 weights file "
+                                                         "(ImageNet features give the classic results)")
+    p.add_argument("--out", required=True, metavar="OUT.png", help="the result; OUT_panel.png is written beside it")
+    p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser("export", help="export a trained model to SavedModel/TFLite/ONNX, each verified")
     p.add_argument("source", help="a recipe (its newest run), a run folder, or a .keras model")

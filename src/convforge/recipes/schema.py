@@ -811,6 +811,10 @@ class Recipe(_Section):
     def _across_sections(self, info: ValidationInfo):
         task = _task_class(self.task)
         if task is not None:
+            if task.architectures is not None and self.model.architecture.lower() not in task.architectures:
+                raise FieldError(("model", "architecture"), f"{self.model.architecture!r} does not serve "
+                                                            f"{self.task}; accepted: {_accepted(task.architectures)}")
+            self.head = {**task.head_defaults(self.model.architecture), **(self.head or {})}
             try:
                 options = task.options_class(self.head)
                 self.head = options.model_validate(self.head).model_dump(mode="json")
@@ -856,6 +860,10 @@ class Recipe(_Section):
         from convforge.registry import get_spec, missing_levels_message
 
         spec = get_spec(self.model.architecture)
+        if task.input_normalization is not None and self.data.normalize != task.input_normalization:
+            raise FieldError(("data", "normalize"), f"{self.data.normalize!r} is not accepted: a {task.name} model "
+                                                    f"reads and writes pixels on 0..1; accepted: "
+                                                    f"{task.input_normalization!r}")
         message = missing_levels_message(spec.name, task.levels, self.model.options, who=f"the {task.name} head")
         if message:
             raise FieldError(("model", "architecture"), message)

@@ -70,6 +70,10 @@ class Task:
     ends_in_nms = False
     # Whether train.adversarial applies: the model's first output is class scores an attack can climb.
     trains_adversarially = False
+    # The architectures a recipe may name (None: every registered one), and the data.normalize the model is
+    # written for (None: any), both checked when a recipe is validated.
+    architectures = None
+    input_normalization = None
     Options = NoOptions
     parser: Parser = None
 
@@ -105,6 +109,16 @@ class Task:
     def adapt_targets(self, model, targets):
         """Map the pipeline's targets onto the model's outputs (e.g. repeat labels for auxiliary heads)."""
         return targets
+
+    def pair(self, model, images, targets):
+        """The (input, target) a training or validation batch becomes; by default the images and adapt_targets'
+        targets (a task whose target is the picture itself returns the images twice)."""
+        return images, self.adapt_targets(model, targets)
+
+    @classmethod
+    def head_defaults(cls, architecture):
+        """Head options a recipe's other sections decide (merged under the recipe's own `head:`)."""
+        return {}
 
     def inference_model(self, model):
         """Return the model to evaluate and export (training-only outputs removed)."""

@@ -204,8 +204,8 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
 
-    train_ds = _shard_by_data(data.train.map(lambda x, y: (x, task.adapt_targets(model, y))))
-    val_ds = (_shard_by_data(data.val.map(lambda x, y: (x, task.adapt_targets(model, y))))
+    train_ds = _shard_by_data(data.train.map(lambda x, y: task.pair(model, x, y)))
+    val_ds = (_shard_by_data(data.val.map(lambda x, y: task.pair(model, x, y)))
               if data.val is not None else None)
     if getattr(model, "_distribute_strategy", None) is None and hasattr(model, "_symbolic_build"):
         # Build losses, metrics and optimizer slots now, from the batch's shapes (Keras does this itself only

@@ -1,0 +1,49 @@
+"""Image-to-image generators: networks whose output is a picture the size of their input.
+
+`resnet_generator` is Johnson, Alahi & Fei-Fei's image transformation network (ECCV 2016; CycleGAN's generator is
+the same design): a 9x9 conv, two stride-2 convs, residual blocks at a quarter of the resolution, two x2
+upsamplings back and a 9x9 conv to RGB, instance normalization throughout. Upsampling is nearest-neighbour then a
+conv by default (Odena et al. 2016: no checkerboard artefacts from overlapping transposed kernels), or transposed
+convs as in the paper. The output is an image on 0..1 (a sigmoid).
+"""
+import keras
+from keras import layers
+
+UPSAMPLING = ("nearest", "transpose")
+
+
+def _conv_norm(x, filters, kernel, stride, name, activation="relu"):
+    """Conv, instance normalization (GroupNormalization with one group per channel), activation."""
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"{name}_in")(x)
+    return layers.Activation(activation, name=f"{name}_{activation}")(x) if activation else x
+
+
+def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsampling="nearest",
+                     name="resnet_generator"):
+    """Johnson et al.'s transformation network: images on the input's scale -> images on 0..1, same size
+    (height and width divisible by 4)."""
+    if upsampling not in UPSAMPLING:
+        raise ValueError(f"upsampling {upsampling!r} is not accepted; accepted: {', '.join(UPSAMPLING)}")
+    first, middle, deep = widths
+    inputs = keras.Input(tuple(input_shape), name="image")
+    x = _conv_norm(inputs, first, 9, 1, "down0")
+    x = _conv_norm(x, middle, 3, 2, "down1")
+    x = _conv_norm(x, deep, 3, 2, "down2")
+    for i in range(residual_blocks):
+        y = _conv_norm(x, deep, 3, 1, f"res{i}_a")
+        y = _conv_norm(y, deep, 3, 1, f"res{i}_b", activation=None)
+        x = layers.Add(name=f"res{i}_add")([x, y])
+    for i, filters in enumerate((middle, first)):
+        if upsampling == "nearest":
+            x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}_resize")(x)
+            x = _conv_norm(x, filters, 3, 1, f"up{i}")
+        else:
+            x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=False,
+                                       name=f"up{i}_conv")(x)
+            x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"up{i}_in")(x)
+            x = layers.Activation("relu", name=f"up{i}_relu")(x)
+    # The picture is computed in float32 under a mixed policy, so its 0..1 values keep their precision.
+    x = layers.Conv2D(3, 9, padding="same", name="to_rgb", dtype="float32")(x)
+    outputs = layers.Activation("sigmoid", name="stylized", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)

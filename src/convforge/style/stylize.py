@@ -1,0 +1,107 @@
+"""`convforge stylize`: one content picture through a style method, written at the content's size with a panel
+(content, style, result) beside it.
+
+gatys optimizes the picture itself against a style picture; fast runs a trained style network (a `task: style`
+run, or any .keras image-to-image model) over the picture at its own size: the network is fully convolutional
+with instance normalization, so the trained weights serve any size (rounded to a multiple of 4 and back).
+"""
+import pathlib
+
+import numpy as np
+
+from convforge.errors import ConvforgeError
+
+METHODS = ("gatys", "fast")
+
+
+def at_size(model, height, width):
+    """The same fully convolutional network (same weights) built for height x width pictures."""
+    import keras
+
+    clone = keras.models.clone_model(model, input_tensors=keras.Input((height, width, model.inputs[0].shape[-1])))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def run_network(model, picture):
+    """A uint8 picture (H, W, 3) through an image-to-image network reading and writing 0..1, at the picture's size."""
+    import tensorflow as tf
+
+    height, width = picture.shape[:2]
+    # Two stride-2 stages: the network's side must be a multiple of 4.
+    fitted = (max(4, int(round(height / 4)) * 4), max(4, int(round(width / 4)) * 4))
+    x = tf.image.resize(tf.cast(picture, tf.float32)[None] / 255.0, fitted, antialias=True)
+    network = at_size(model, *fitted) if tuple(model.inputs[0].shape[1:3]) != fitted else model
+    out = network(x, training=False)
+    out = out["stylized"] if isinstance(out, dict) else out
+    out = tf.image.resize(tf.cast(out, tf.float32), (height, width), method="bicubic")[0].numpy()
+    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def _panel(pictures, height):
+    """Pictures side by side, each scaled to `height` rows."""
+    from PIL import Image
+
+    scaled = [np.asarray(Image.fromarray(p).resize((max(1, round(p.shape[1] * height / p.shape[0])), height)))
+              for p in pictures]
+    return np.concatenate(scaled, 1)
+
+
+def stylize(content, out, *, method="gatys", style=None, model=None, steps=200, size=256, vgg_weights=None,
+            progress=print):
+    """Stylize a content picture (file or skimage:NAME) with `method`; writes `out` (PNG, the content's size)
+    and <out stem>_panel.png (content, style, result). Returns {"out", "panel", "seconds", ...}."""
+    import time
+
+    from PIL import Image
+
+    from convforge.atomic import replacing
+    from convforge.style.features import read_style_image
+
+    if method not in METHODS:
+        raise ConvforgeError(f"method {method!r} is not accepted; accepted: {', '.join(METHODS)}")
+    out = pathlib.Path(out)
+    if out.suffix.lower() != ".png":
+        raise ConvforgeError(f"--out {str(out)!r} is not accepted; accepted: a .png path")
+    if not out.parent.is_dir():
+        raise ConvforgeError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+    picture = read_style_image(content)
+    say = progress or (lambda *_: None)
+    clock = time.perf_counter()
+    info = {}
+    if method == "gatys":
+        if style is None:
+            raise ConvforgeError("the gatys method needs --style: a style picture (a file or skimage:NAME)")
+        from convforge.style.gatys import gatys
+
+        style_picture = read_style_image(style)
+        if not vgg_weights:
+            say("stylize: no --vgg-weights: the VGG keeps seeded random weights, which synthesize textures but not "
+                "the classic looks; pass keras.applications' VGG19 ImageNet file for those")
+        result, info = gatys(picture, style_picture, steps=steps, size=size, vgg_weights=vgg_weights,
+                             progress=say)
+    else:
+        if model is None:
+            raise ConvforgeError("the fast method needs --model: a trained style run (recipe, run folder or .keras)")
+        from convforge.modelfile import load_model
+        from convforge.runs import find_run
+
+        run = find_run(model)
+        network = load_model(run.model_path, precision="float32")
+        shape = network.inputs[0].shape
+        if len(network.outputs) != 1 or tuple(network.outputs[0].shape[1:]) != tuple(shape[1:]):
+            raise ConvforgeError(f"{model!r} is not an image-to-image model (input {tuple(shape)}, output "
+                                 f"{tuple(network.outputs[0].shape)}); accepted: a task: style run")
+        style = style or (run.recipe.head.get("style_image") if run.recipe is not None else None)
+        style_picture = read_style_image(style) if style else None
+        result = run_network(network, picture)
+        info = {"model": str(run.model_path)}
+    seconds = time.perf_counter() - clock
+    panel_path = out.with_name(f"{out.stem}_panel.png")
+    shown = [picture] + ([style_picture] if style_picture is not None else []) + [result]
+    for path, image in ((out, result), (panel_path, _panel(shown, min(256, picture.shape[0])))):
+        with replacing(path, "wb") as handle:
+            Image.fromarray(image).save(handle, format="png")
+    say(f"stylize: {method} in {seconds:.1f} s -> {out}")
+    return {"out": str(out), "panel": str(panel_path), "seconds": round(seconds, 2), "method": method, **info}
+
