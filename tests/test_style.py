@@ -16,6 +16,7 @@ from smallmodels import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ROOT / "recipes" / "style" / "fast_vgg16_shapes.yaml"
+ADAIN = ROOT / "recipes" / "style" / "adain_vgg19_shapes.yaml"
 
 
 def test_gram_and_the_losses_equal_their_definitions():
@@ -113,6 +114,46 @@ def test_stylize_writes_the_result_at_the_content_size_and_a_panel(fast_run, tmp
     assert cli_main(["stylize", "--content", "skimage:no_such", "--style", "skimage:coffee",
                      "--out", str(tmp_path / "none.png")]) == 2
     assert not (tmp_path / "none.png").exists()
+
+
+def test_adain_gives_the_content_the_style_channel_statistics():
+    from convforge.layers.style import AdaptiveInstanceNormalization
+
+    rng = np.random.default_rng(0)
+    content = rng.normal(2.0, 3.0, (2, 6, 5, 4)).astype("float32")
+    style = rng.normal(-1.0, 0.5, (2, 7, 3, 4)).astype("float32") * np.arange(1, 5, dtype="float32")
+    mixed = np.asarray(AdaptiveInstanceNormalization()([content, style]))
+    np.testing.assert_allclose(mixed.mean((1, 2)), style.mean((1, 2)), atol=1e-4)
+    np.testing.assert_allclose(mixed.std((1, 2)), style.std((1, 2)), rtol=1e-3)
+    # The content's pattern survives: per channel, an increasing affine map of it.
+    assert all(np.corrcoef(mixed[0, ..., c].ravel(), content[0, ..., c].ravel())[0, 1] > 0.999 for c in range(4))
+    half = np.asarray(AdaptiveInstanceNormalization(alpha=0.5)([content, style]))
+    np.testing.assert_allclose(half, 0.5 * mixed + 0.5 * content, atol=1e-4)
+
+
+def test_the_adain_recipe_trains_and_stylizes_with_any_style(tmp_path):
+    from PIL import Image
+
+    from convforge.cli import main as cli_main
+
+    sets = [*tiny(ADAIN, tmp_path / "shapes", epochs=2, steps=3), "head.decoder_width=0.1",
+            "head.crops_per_style=2", "data.batch_size=4"]
+    result = convforge.train(load_recipe(ADAIN, overrides=sets), run_dir=tmp_path / "run", printer=lambda *_: None,
+                             verbose=0)
+    run = Path(result["run_dir"])
+    losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
+    assert losses[-1] < losses[0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val_style_loss"] < metrics["val_unstyled_style_loss"]
+    model = convforge.tasks.load_model(run / "model.keras")
+    assert set(model.input) == {"content", "style"}
+    content = tmp_path / "content.png"
+    Image.fromarray(features.read_style_image("skimage:coffee")[::10, ::10]).save(content)  # 40 x 60
+    assert cli_main(["stylize", "--content", str(content), "--style", "skimage:hubble_deep_field", "--method",
+                     "adain", "--model", str(run), "--out", str(tmp_path / "adain.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "adain.png")).shape == (40, 60, 3)
+    assert cli_main(["stylize", "--content", str(content), "--method", "adain", "--model", str(run),
+                     "--out", str(tmp_path / "none.png")]) == 2
 
 
 @pytest.mark.parametrize("change, field", [("data.normalize=imagenet", "data.normalize"),

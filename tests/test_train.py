@@ -115,7 +115,8 @@ def test_every_shipped_recipe_trains_one_epoch(recipe_path, shapes_dir, tmp_path
     with zipfile.ZipFile(run_dir / "model.keras") as z:
         assert not json.loads(z.read("config.json")).get("compile_config")
     model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
-    assert tuple(model.input.shape[1:]) == tuple(recipe.model.input_shape)
+    # Every input is a picture of the recipe's size (AdaIN takes two: content and style).
+    assert all(tuple(i.shape[1:]) == tuple(recipe.model.input_shape) for i in model.inputs)
     # GoogLeNet's aux heads dropped; localization gives label and box, detection its four NMS outputs, keypoints
     # the points and their scores.
     assert len(model.outputs) == {"localization": 2, "detection": 4, "instance_segmentation": 5,

@@ -557,13 +557,15 @@ def build_parser():
     p.add_argument("--out", metavar="DIR", required=True, help="folder for report.json and attack.png (created)")
     p.set_defaults(func=cmd_attack)
 
-    p = sub.add_parser("stylize", help="paint a picture in a style: gatys (image optimization) or fast (a trained "
-                                       "style network); writes the result and a panel")
+    p = sub.add_parser("stylize", help="paint a picture in a style: gatys (image optimization), fast (a trained "
+                                       "style network) or adain (a trained arbitrary-style network); writes the "
+                                       "result and a panel")
     p.add_argument("--content", required=True, help="the content picture: a file, or skimage:NAME (a scikit-image "
                                                     "sample: astronaut, chelsea, coffee, ...)")
-    p.add_argument("--style", help="the style picture (gatys; fast: the run's own by default)")
-    p.add_argument("--method", choices=("gatys", "fast"), default="gatys")
-    p.add_argument("--model", metavar="RUN", help="fast: a style recipe, run folder or .keras")
+    p.add_argument("--style", help="the style picture (gatys, adain; fast: the run's own by default)")
+    p.add_argument("--method", choices=("gatys", "fast", "adain"), default="gatys")
+    p.add_argument("--model", metavar="RUN", help="fast: a style recipe, run folder or .keras; adain: a recipe or "
+                                                  "run folder")
     p.add_argument("--steps", type=int, default=200, help="gatys: L-BFGS iterations (default 200)")
     p.add_argument("--size", type=int, default=256, help="gatys: the longer side optimized, in pixels (default "
                                                         "256); the result is written at the content's size")

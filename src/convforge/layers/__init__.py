@@ -13,6 +13,7 @@ from convforge.layers.normalization import LocalResponseNormalization
 from convforge.layers.residual import residual_block
 from convforge.layers.roi_align import RoIAlign
 from convforge.layers.se import squeeze_excite
+from convforge.layers.style import AdaptiveInstanceNormalization, CaffeInput
 from convforge.layers.unpooling import MaxPoolWithArgmax, MaxUnpool
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "fire_module", "inception_module", "inception_v1_branches", "depthwise_separable", "inverted_residual",
     "LocalResponseNormalization", "residual_block", "squeeze_excite", "anchor_grid", "anchor_spec", "anchors_of",
     "anchors_per_cell", "NonMaxSuppression", "RawDetections", "RoIAlign", "MaxPoolWithArgmax", "MaxUnpool",
+    "AdaptiveInstanceNormalization", "CaffeInput",
 ]

@@ -15,16 +15,14 @@ from convforge.errors import ConvforgeError
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 CONTENT_LAYERS = ("block4_conv2",)
 LOSS_NETWORKS = ("vgg16", "vgg19")
-# keras.applications' VGG weights expect Caffe's input: BGR, 0..255, the ImageNet mean subtracted.
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 SAMPLE_PREFIX = "skimage:"
 
 
 def load_vgg_weights(model, path, architecture):
     """Copy a local keras.applications VGG weights file into a VGG built by convforge (the same layer names)."""
-    import keras
-
     import os
+
+    import keras
 
     if not os.path.isfile(str(path)):
         raise ConvforgeError(f"VGG weights file {str(path)!r} does not exist; accepted: a local keras.applications "
@@ -50,16 +48,18 @@ class FeatureExtractor:
     keras.applications': block4_conv2, ...), weights from a local file or seeded random ones; frozen."""
 
     def __init__(self, layers=STYLE_LAYERS + CONTENT_LAYERS, architecture="vgg19", weights=None,
-                 input_shape=(256, 256, 3), seed=0):
+                 input_shape=(256, 256, 3), seed=0, name=None):
         import keras
 
         from convforge.backbones import build_backbone
+        from convforge.layers.style import CaffeInput
 
         if architecture not in LOSS_NETWORKS:
             raise ConvforgeError(f"loss network {architecture!r} is not accepted; accepted: "
                                  f"{', '.join(LOSS_NETWORKS)}")
         keras.utils.set_random_seed(seed)
-        backbone = build_backbone(architecture, input_shape=tuple(input_shape), include_top=False)
+        # float32 whatever the training policy: the losses compare small differences of large activations.
+        backbone = build_backbone(architecture, input_shape=tuple(input_shape), include_top=False, dtype="float32")
         if weights:
             load_vgg_weights(backbone, weights, architecture)
         names = {layer.name for layer in backbone.layers}
@@ -67,17 +67,19 @@ class FeatureExtractor:
         if missing:
             raise ConvforgeError(f"{architecture} has no layer {', '.join(missing)}; accepted: blockB_convC names "
                                  f"of keras.applications' {architecture}")
-        self.model = keras.Model(backbone.inputs, {name: backbone.get_layer(f"{name}_relu").output
-                                                   for name in layers})
+        taps = keras.Model(backbone.inputs, {name: backbone.get_layer(f"{name}_relu").output for name in layers})
+        pictures = keras.Input(tuple(input_shape), name="rgb")
+        # Caffe's input (BGR, 0..255, mean subtracted) is made inside, from RGB on 0..1.
+        self.model = keras.Model(pictures, taps(CaffeInput(name="caffe_input")(pictures)),
+                                 name=name or f"{architecture}_features")
         self.model.trainable = False
         self.layers, self.architecture, self.pretrained = tuple(layers), architecture, bool(weights)
 
     def __call__(self, images):
-        """Features of float images on 0..1 (RGB); Caffe's input (BGR, 0..255, mean subtracted) is made here."""
+        """Features of float RGB images on 0..1."""
         import tensorflow as tf
 
-        caffe = tf.reverse(tf.cast(images, tf.float32) * 255.0, [-1]) - tf.constant(CAFFE_MEAN_BGR, tf.float32)
-        return self.model(caffe, training=False)
+        return self.model(tf.cast(images, tf.float32), training=False)
 
 
 def gram(features):

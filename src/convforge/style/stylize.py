@@ -3,7 +3,8 @@
 
 gatys optimizes the picture itself against a style picture; fast runs a trained style network (a `task: style`
 run, or any .keras image-to-image model) over the picture at its own size: the network is fully convolutional
-with instance normalization, so the trained weights serve any size (rounded to a multiple of 4 and back).
+with instance normalization, so the trained weights serve any size (rounded to a multiple of 4 and back); adain
+runs a trained AdaIN run on the content and any style picture, rebuilt at the content's size (a multiple of 8).
 """
 import pathlib
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from convforge.errors import ConvforgeError
 
-METHODS = ("gatys", "fast")
+METHODS = ("gatys", "fast", "adain")
 
 
 def at_size(model, height, width):
@@ -34,6 +35,30 @@ def run_network(model, picture):
     network = at_size(model, *fitted) if tuple(model.inputs[0].shape[1:3]) != fitted else model
     out = network(x, training=False)
     out = out["stylized"] if isinstance(out, dict) else out
+    out = tf.image.resize(tf.cast(out, tf.float32), (height, width), method="bicubic")[0].numpy()
+    return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def run_adain(run, picture, style_picture):
+    """A content picture in the style of another through a trained AdaIN run, at the content's size."""
+    import tensorflow as tf
+
+    from convforge.modelfile import load_model
+    from convforge.tasks import get_task
+
+    if run.recipe is None or run.recipe.head.get("name") != "adain":
+        raise ConvforgeError(f"{str(run.model_path)!r} is not an AdaIN run; accepted: a run folder (or recipe) of "
+                             f"a task: style recipe with head.name adain")
+    height, width = picture.shape[:2]
+    fitted = (max(8, int(round(height / 8)) * 8), max(8, int(round(width / 8)) * 8))
+    task = get_task("style", run.recipe.head)
+    network = task.build_model(run.recipe.model.architecture, fitted + (3,), 0)
+    network.set_weights(load_model(run.model_path, precision="float32").get_weights())
+
+    def fit(image):
+        return tf.image.resize(tf.cast(image, tf.float32)[None] / 255.0, fitted, antialias=True)
+
+    out = network({"content": fit(picture), "style": fit(style_picture)}, training=False)
     out = tf.image.resize(tf.cast(out, tf.float32), (height, width), method="bicubic")[0].numpy()
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
 
@@ -80,6 +105,16 @@ def stylize(content, out, *, method="gatys", style=None, model=None, steps=200, 
                 "the classic looks; pass keras.applications' VGG19 ImageNet file for those")
         result, info = gatys(picture, style_picture, steps=steps, size=size, vgg_weights=vgg_weights,
                              progress=say)
+    elif method == "adain":
+        from convforge.runs import find_run
+
+        if model is None or style is None:
+            raise ConvforgeError("the adain method needs --model (a trained AdaIN run: recipe or run folder) and "
+                                 "--style (any style picture: a file or skimage:NAME)")
+        run = find_run(model)
+        style_picture = read_style_image(style)
+        result = run_adain(run, picture, style_picture)
+        info = {"model": str(run.model_path)}
     else:
         if model is None:
             raise ConvforgeError("the fast method needs --model: a trained style run (recipe, run folder or .keras)")

@@ -49,6 +49,29 @@ class FastStyleOptions(BaseModel):
         return value
 
 
+class AdaINOptions(BaseModel):
+    """The `head:` section of an arbitrary-style (AdaIN) recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["adain"] = "adain"
+    style_images: list[str] = Field(
+        ["skimage:immunohistochemistry", "skimage:hubble_deep_field", "skimage:colorwheel", "skimage:retina",
+         "skimage:brick", "skimage:gravel"],
+        min_length=1, description="the style pictures trained on (files or skimage:NAME); random crops of each")
+    crops_per_style: int = Field(32, ge=1, description="random crops cut from each style picture")
+    loss_network: Literal["vgg16", "vgg19"] = Field("vgg19", description="set from model.architecture")
+    vgg_weights: Optional[str] = Field(None, description="a local keras.applications VGG weights file; null: "
+                                                         "seeded random weights")
+    content_weight: float = Field(1.0, ge=0)
+    style_weight: float = Field(10.0, ge=0)
+    decoder_width: float = Field(0.25, gt=0, le=1, description="the decoder's widths as a share of the paper's "
+                                                               "(256, 128, 64)")
+    alpha: float = Field(1.0, ge=0, le=1, description="AdaIN's blend toward the content features (1: all style)")
+
+
+HEADS = {"fast": FastStyleOptions, "adain": AdaINOptions}
+
+
 def _no_target(example, context):
     """Style has no annotation: the picture itself is the target (Style.pair)."""
     import tensorflow as tf
@@ -113,6 +136,17 @@ class Style(Task):
     parser = Parser(keeps_record=lambda r: True, keeps_example=_every_example, target=_no_target)
 
     @classmethod
+    def options_class(cls, options):
+        """The options class of the head a `head:` section names (fast by default)."""
+        name = (options or {}).get("name", "fast") if isinstance(options, dict) else getattr(options, "name", "fast")
+        if name not in HEADS:
+            from convforge.errors import close_matches
+
+            raise ValueError(f"head name {name!r} is not a style head{close_matches(str(name), HEADS)}; accepted: "
+                             f"{', '.join(HEADS)}")
+        return HEADS[name]
+
+    @classmethod
     def head_defaults(cls, architecture):
         """The loss network is the recipe's architecture."""
         return {"loss_network": architecture}
@@ -129,12 +163,46 @@ class Style(Task):
                              f"height and width are multiples of 4 (two stride-2 stages)")
         o = self.options
         with precision(dtype):
+            if o.name == "adain":
+                from convforge.style.adain import build_adain
+
+                if height % 8 or width % 8:
+                    raise ModelError(f"adain input {tuple(input_shape)} is not accepted; accepted: height and width "
+                                     f"multiples of 8 (the encoder's three pools)")
+                return build_adain(input_shape, o.loss_network, o.vgg_weights, o.decoder_width, o.alpha,
+                                   name=f"adain_{o.loss_network}")
             return resnet_generator(input_shape, o.widths, o.residual_blocks, o.upsampling,
                                     name=f"fast_style_{o.loss_network}")
 
     def pair(self, model, images, targets):
-        """The picture is its own target: the loss compares the stylized picture with it."""
-        return images, images
+        """The picture is its own target: the loss compares the stylized picture with it. AdaIN also takes a style
+        picture, a random crop of its style pool, carried in the target's last three channels for the loss."""
+        if self.options.name != "adain":
+            return images, images
+        import tensorflow as tf
+
+        with tf.init_scope():  # the pool is made once, eagerly, even when pair runs inside a dataset's map
+            pool = tf.constant(self.style_pool(images.shape[1:3]))
+        styles = tf.gather(pool, tf.random.uniform(tf.shape(images)[:1], 0, len(pool), tf.int32))
+        return {"content": images, "style": styles}, tf.concat([images, styles], -1)
+
+    def style_pool(self, size):
+        """uint8-valued float32 (N, H, W, 3) crops on 0..1 of the AdaIN style pictures at the input's size (seeded)."""
+        cache = self.__dict__.setdefault("_pool", {})
+        key = tuple(int(v) for v in size)
+        if key not in cache:
+            from convforge.style.features import fit_size, read_style_image
+
+            rng = np.random.default_rng(0)
+            crops = []
+            for spec in self.options.style_images:
+                picture = fit_size(read_style_image(spec), 2 * max(key), shortest=max(key))
+                for _ in range(self.options.crops_per_style):
+                    top = rng.integers(0, picture.shape[0] - key[0] + 1)
+                    left = rng.integers(0, picture.shape[1] - key[1] + 1)
+                    crops.append(picture[top:top + key[0], left:left + key[1]])
+            cache[key] = (np.round(np.stack(crops)) / 255.0).astype(np.float32)
+        return cache[key]
 
     def perception(self, input_shape):
         """The loss network and the style's Grams for pictures of this size (built once per size)."""
@@ -145,7 +213,18 @@ class Style(Task):
         return cache[key]
 
     def compile_args(self, model, label_smoothing=0.0, one_hot=False, aux_loss_weight=0.3):
-        """The perceptual loss: weighted content, style (Gram) and total-variation terms."""
+        """The perceptual loss: weighted content, style (Gram) and total-variation terms; AdaIN's: the decoded
+        features against the AdaIN target, and the style's channel statistics."""
+        if self.options.name == "adain":
+            from convforge.style.adain import adain_losses
+
+            o = self.options
+
+            def adain_loss(pair, stylized):
+                return adain_losses(model, pair[..., :3], pair[..., 3:], stylized, o.content_weight,
+                                    o.style_weight)["perceptual_loss"]
+
+            return dict(loss=adain_loss)
         perception = self.perception(model.inputs[0].shape[1:3])
 
         def perceptual_loss(content, stylized):
@@ -155,13 +234,17 @@ class Style(Task):
 
     @classmethod
     def recognizes(cls, model):
-        """One picture in, one picture of the same shape out."""
+        """One picture in (or a content and a style picture), one picture of the same shape out."""
+        if isinstance(model.input, dict):
+            return set(model.input) == {"content", "style"}
         out = model.outputs[0]
         return len(model.outputs) == 1 and tuple(out.shape[1:3]) == tuple(model.inputs[0].shape[1:3]) and \
             out.shape[-1] == 3 and model.inputs[0].shape[-1] == 3
 
     def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
         """Mean perceptual loss of the stylized val pictures and its parts, and the unstyled pictures' parts."""
+        if self.options.name == "adain":
+            return self._evaluate_adain(model, dataset)
         sums, unstyled, count = {}, {}, 0
         perception = None
         for images, _ in dataset:
@@ -173,6 +256,26 @@ class Style(Task):
                 sums[name] = sums.get(name, 0.0) + float(np.sum(value))
             for name, value in perception.parts(images, images).items():
                 unstyled[name] = unstyled.get(name, 0.0) + float(np.sum(value))
+            count += len(images)
+        metrics = {name: value / max(count, 1) for name, value in sums.items()}
+        metrics.update({f"unstyled_{name}": value / max(count, 1) for name, value in unstyled.items()})
+        return metrics
+
+    def _evaluate_adain(self, model, dataset):
+        """AdaIN's losses over the val pictures, each with a style crop of the pool in turn, and the unstyled ones."""
+        from convforge.style.adain import adain_losses
+
+        o = self.options
+        sums, unstyled, count = {}, {}, 0
+        for images, _ in dataset:
+            images = np.asarray(images, np.float32)
+            pool = self.style_pool(images.shape[1:3])
+            styles = pool[(np.arange(len(images)) + count) % len(pool)]
+            stylized = model({"content": images, "style": styles}, training=False)
+            for totals, output in ((sums, stylized), (unstyled, images)):
+                for name, value in adain_losses(model, images, styles, output, o.content_weight,
+                                                o.style_weight).items():
+                    totals[name] = totals.get(name, 0.0) + float(np.sum(value))
             count += len(images)
         metrics = {name: value / max(count, 1) for name, value in sums.items()}
         metrics.update({f"unstyled_{name}": value / max(count, 1) for name, value in unstyled.items()})

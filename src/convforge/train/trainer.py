@@ -82,7 +82,9 @@ def _inference_copy(model):
     """The model to save as model.keras: the same layers and weights, without the training-only optimizer,
     schedule and losses, so `keras.models.load_model` needs no convforge training code to read it. A single
     input stays a single tensor (GoogLeNet's strip_aux hands back a one-element input list)."""
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    inputs = model.input  # a dict of named inputs (AdaIN's content and style) stays a dict
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
+        inputs = inputs[0]
     return keras.Model(inputs, model.output, name=model.name)
 
 
