@@ -1,6 +1,7 @@
 """Style transfer measured: the fast network of recipes/style/fast_vgg16_shapes.yaml (its newest run, trained first
 with --train where there is none) exported to TFLite and ONNX and compared with Keras on scikit-image's sample
-photos, its speed against Gatys' optimization of the same pictures, and a gallery (content, style, Gatys, fast).
+photos, its speed against Gatys' optimization and the AdaIN network (adain_vgg19_shapes.yaml) on the same
+pictures, and a gallery (content, style, Gatys, fast, AdaIN).
 
 Writes benchmarks/results/style.json, style.md and style_gallery.png (the README's). Run: make bench, or
     python benchmarks/style.py [--train] [--gatys-steps N]
@@ -17,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = pathlib.Path(__file__).parent / "results"
 RECIPE = ROOT / "recipes" / "style" / "fast_vgg16_shapes.yaml"
+ADAIN = ROOT / "recipes" / "style" / "adain_vgg19_shapes.yaml"
 CONTENTS = ("skimage:chelsea", "skimage:coffee", "skimage:astronaut")
 SIDE = 128  # the pictures' longer side in the gallery and the timings
 
@@ -32,7 +34,8 @@ def measure(train=False, gatys_steps=100):
     from convforge.recipes import load_recipe
     from convforge.style.features import fit_size, read_style_image
     from convforge.style.gatys import gatys
-    from convforge.style.stylize import at_size, run_network
+    from convforge.runs import find_run
+    from convforge.style.stylize import at_size, run_adain, run_network
 
     recipe = load_recipe(RECIPE)
     run, metrics = newest_run(recipe, RECIPE, train)
@@ -40,6 +43,10 @@ def measure(train=False, gatys_steps=100):
         raise SystemExit(metrics)
     run = pathlib.Path(run)
     network = load_model(run / "model.keras")
+    adain_run, adain_metrics = newest_run(load_recipe(ADAIN), ADAIN, train)
+    if adain_run is None:
+        raise SystemExit(adain_metrics)
+    adain = find_run(adain_run)
     style = read_style_image(recipe.head["style_image"])
     pictures = [np.clip(np.round(fit_size(read_style_image(c), SIDE)), 0, 255).astype(np.uint8) for c in CONTENTS]
     # The exported network at 128 x 128, checked on the photos cut to that size.
@@ -61,29 +68,35 @@ def measure(train=False, gatys_steps=100):
         clock = time.perf_counter()
         fast = run_network(network, picture)
         fast_seconds = time.perf_counter() - clock
+        clock = time.perf_counter()
+        arbitrary = run_adain(adain, picture, style)  # builds the network at this size, then runs it
+        adain_seconds = time.perf_counter() - clock
         rows.append({"content": name, "size": list(picture.shape[:2]), "gatys_seconds": round(gatys_seconds, 2),
                      "gatys_steps": info["steps"], "gatys_style_loss": info["style_loss"],
-                     "fast_seconds": round(fast_seconds, 4)})
-        gallery.append((picture, slow, fast))
+                     "fast_seconds": round(fast_seconds, 4), "adain_seconds_with_build": round(adain_seconds, 2)})
+        gallery.append((picture, slow, fast, arbitrary))
         print(json.dumps(rows[-1]), flush=True)
     draw_gallery(gallery, style, OUT / "style_gallery.png")
     return {"machine": _machine(), "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
             "style_image": recipe.head["style_image"], "train_seconds": metrics.get("seconds"),
             "val": {k[4:]: v for k, v in metrics.items() if k.startswith("val_") and k != "val_loss"},
             "params": int(network.count_params()), "artifacts": artifacts, "rows": rows,
+            "adain": {"run": str(adain.run_dir), "train_seconds": adain_metrics.get("seconds"),
+                      "val": {k[4:]: v for k, v in adain_metrics.items() if k.startswith("val_") and k != "val_loss"}},
             "vgg_weights": recipe.head.get("vgg_weights")}
 
 
 def draw_gallery(rows, style, path):
-    """One row per content picture: content, style, Gatys, fast."""
+    """One row per content picture: content, style, Gatys, fast, AdaIN."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(rows), 4, figsize=(10, 2.6 * len(rows)), squeeze=False)
-    for i, (content, slow, fast) in enumerate(rows):
-        for ax, image, title in zip(axes[i], (content, style, slow, fast), ("content", "style", "Gatys", "fast")):
+    fig, axes = plt.subplots(len(rows), 5, figsize=(12.5, 2.6 * len(rows)), squeeze=False)
+    for i, (content, slow, fast, arbitrary) in enumerate(rows):
+        for ax, image, title in zip(axes[i], (content, style, slow, fast, arbitrary),
+                                    ("content", "style", "Gatys", "fast", "AdaIN")):
             ax.imshow(image)
             ax.set_title(title if i == 0 else "", fontsize=10)
             ax.axis("off")
@@ -106,10 +119,17 @@ def render(result):
     for a in result["artifacts"]:
         latency = f"{a['latency_ms']:.2f}" if a["latency_ms"] else "-"
         lines.append(f"| {a['format']} | {a['max_abs_diff']:.2g} | {a['status']} | {a['kib']:.0f} | {latency} |")
-    lines += ["", "| content | size | Gatys (L-BFGS steps) s | fast network s | speed-up |", "|---|---|---:|---:|---:|"]
+    adain = result["adain"]["val"]
+    lines += ["", f"AdaIN network (trained {result['adain']['train_seconds']:.0f} s): val perceptual loss "
+              f"{adain['perceptual_loss']:.3f} (content {adain['content_loss']:.3f}, style {adain['style_loss']:.3f}) "
+              f"against {adain['unstyled_perceptual_loss']:.3f} for the unstyled pictures (style "
+              f"{adain['unstyled_style_loss']:.3f}).", "",
+              "| content | size | Gatys (L-BFGS steps) s | fast network s | speed-up | AdaIN s (with building it) |",
+              "|---|---|---:|---:|---:|---:|"]
     for r in result["rows"]:
         lines.append(f"| {r['content']} | {r['size'][0]}x{r['size'][1]} | {r['gatys_seconds']:.1f} "
-                     f"({r['gatys_steps']}) | {r['fast_seconds']:.3f} | {r['gatys_seconds'] / r['fast_seconds']:.0f}x |")
+                     f"({r['gatys_steps']}) | {r['fast_seconds']:.3f} | {r['gatys_seconds'] / r['fast_seconds']:.0f}x "
+                     f"| {r['adain_seconds_with_build']:.2f} |")
     lines += ["", f"{machine['description']}; TensorFlow {machine['tensorflow']}; 1-minute load average "
               f"{machine['load_average']} when it began."]
     return "\n".join(lines) + "\n"

@@ -23,19 +23,24 @@ FAST_STYLE_LAYERS = {"vgg16": ("block1_conv2", "block2_conv2", "block3_conv3", "
 FAST_CONTENT_LAYERS = {"vgg16": ("block3_conv3",), "vgg19": ("block3_conv4",)}
 
 
-class FastStyleOptions(BaseModel):
-    """The `head:` section of a style recipe."""
+class _LossNetworkOptions(BaseModel):
+    """What every style head measures with: the VGG loss network, its weights, and the loss weights."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Literal["fast"] = "fast"
-    style_image: str = Field(..., description="the style picture: a file, or skimage:NAME for a scikit-image "
-                                              "sample (skimage:immunohistochemistry, ...)")
-    style_size: int = Field(256, ge=32, description="the style picture's longer side when its Grams are taken")
-    loss_network: Literal["vgg16", "vgg19"] = Field("vgg16", description="set from model.architecture")
+    loss_network: Literal["vgg16", "vgg19"] = Field("vgg19", description="set from model.architecture")
     vgg_weights: Optional[str] = Field(None, description="a local keras.applications VGG weights file; null: "
                                                          "seeded random weights (textures, not the classic looks)")
     content_weight: float = Field(1.0, ge=0)
     style_weight: float = Field(10.0, ge=0)
+
+
+class FastStyleOptions(_LossNetworkOptions):
+    """The `head:` section of a fast style recipe."""
+
+    name: Literal["fast"] = "fast"
+    style_image: str = Field(..., description="the style picture: a file, or skimage:NAME for a scikit-image "
+                                              "sample (skimage:immunohistochemistry, ...)")
+    style_size: int = Field(256, ge=32, description="the style picture's longer side when its Grams are taken")
     tv_weight: float = Field(1.0, ge=0, description="total variation on the 0..1 scale")
     widths: tuple[int, int, int] = Field((32, 64, 128), description="the generator's three widths")
     residual_blocks: int = Field(5, ge=0)
@@ -49,21 +54,15 @@ class FastStyleOptions(BaseModel):
         return value
 
 
-class AdaINOptions(BaseModel):
+class AdaINOptions(_LossNetworkOptions):
     """The `head:` section of an arbitrary-style (AdaIN) recipe."""
 
-    model_config = ConfigDict(extra="forbid")
     name: Literal["adain"] = "adain"
     style_images: list[str] = Field(
         ["skimage:immunohistochemistry", "skimage:hubble_deep_field", "skimage:colorwheel", "skimage:retina",
          "skimage:brick", "skimage:gravel"],
         min_length=1, description="the style pictures trained on (files or skimage:NAME); random crops of each")
     crops_per_style: int = Field(32, ge=1, description="random crops cut from each style picture")
-    loss_network: Literal["vgg16", "vgg19"] = Field("vgg19", description="set from model.architecture")
-    vgg_weights: Optional[str] = Field(None, description="a local keras.applications VGG weights file; null: "
-                                                         "seeded random weights")
-    content_weight: float = Field(1.0, ge=0)
-    style_weight: float = Field(10.0, ge=0)
     decoder_width: float = Field(0.25, gt=0, le=1, description="the decoder's widths as a share of the paper's "
                                                                "(256, 128, 64)")
     alpha: float = Field(1.0, ge=0, le=1, description="AdaIN's blend toward the content features (1: all style)")
