@@ -245,6 +245,10 @@ def test_the_attack_command_writes_a_report_and_a_picture(adversarial_run, tmp_p
     assert report["examples"] == 16 and report["settings"]["steps"] == 5 and report["mean_queries"] == 5
     assert report["robust_accuracy"] <= report["clean_accuracy"]
     assert (tmp_path / "pgd" / "attack.png").stat().st_size > 1000
+    # A model file inside its run folder is a source too; black-box attacks query it through predictions only.
+    assert cli_main(["attack", str(Path(run) / "model.keras"), "--attack", "square", "--eps", "0.1",
+                     "--max-queries", "20", "--n", "8", "--out", str(tmp_path / "square")]) == 0
+    assert json.loads((tmp_path / "square" / "report.json").read_text())["mean_queries"] <= 20
     # A setting the attack does not take, or a missing eps: one line, exit 2, no folder.
     assert cli_main(["attack", run, "--attack", "simba", "--eps", "0.1", "--steps", "3",
                      "--out", str(tmp_path / "bad")]) == 2

@@ -6,6 +6,7 @@ through its predictions alone. report.json holds clean and robust accuracy, the 
 and queries and the settings; attack.png shows originals, the amplified perturbations and the adversarial
 images with their predicted labels.
 """
+import dataclasses
 import os
 
 import numpy as np
@@ -48,9 +49,12 @@ def run_attack(source, attack, *, eps=None, n=200, out=None, target=None, surrog
     if attack not in attacks.ATTACKS:
         raise ConvforgeError(f"attack {attack!r} is not accepted; accepted: {', '.join(attacks.ATTACKS)}")
     run = find_run(source)
+    if run.recipe is None and (run.model_path.parent / "recipe.yaml").exists():
+        # A .keras file inside its run folder: the folder's recipe gives the val images.
+        run = dataclasses.replace(find_run(run.model_path.parent), model_path=run.model_path)
     if run.recipe is None:
-        raise ConvforgeError(f"{source!r} has no recipe to take val images from; accepted: a recipe or a run "
-                             f"folder with its recipe.yaml")
+        raise ConvforgeError(f"{source!r} has no recipe to take val images from; accepted: a recipe, a run folder "
+                             f"with its recipe.yaml, or a .keras file inside one")
     needs_eps = attack in ("fgsm", "pgd", "square", "simba") or (attack == "transfer" and
                                                                   settings.get("surrogate_attack", "pgd") in
                                                                   ("fgsm", "pgd"))
