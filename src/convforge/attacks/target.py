@@ -198,15 +198,12 @@ def load_classifier(source):
 def as_predict(target, clip=(0.0, 1.0)):
     """A numpy batch -> probabilities callable from a predict callable, a WhiteBox, a Keras model or an artifact
     path (.tflite, .onnx, a SavedModel folder)."""
+    import keras
+
     if isinstance(target, WhiteBox):
         return target.predict
-    try:
-        import keras
-
-        if isinstance(target, keras.Model):
-            return WhiteBox(target, clip).predict
-    except ImportError:  # pragma: no cover - keras is a dependency
-        pass
+    if isinstance(target, keras.Model):
+        return WhiteBox(target, clip).predict
     if isinstance(target, (str, os.PathLike)):
         return artifact_predictor(target, clip)
     if callable(target):
