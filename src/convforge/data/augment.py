@@ -31,7 +31,9 @@ BOX_FORMAT = "xyxy"
 
 
 # Every annotation kind a record can carry (see data.records); photometric augmentations carry all of them.
-ANNOTATION_KINDS = frozenset({"label", "boxes", "masks", "keypoints", "voxels"})
+# "picture" is the image itself as the target (style): any augmentation that keeps one picture per example carries
+# it; the label mixers, which blend two, do not.
+ANNOTATION_KINDS = frozenset({"label", "boxes", "masks", "keypoints", "voxels", "picture"})
 # The geometric ones move boxes, masks and keypoints with the pixels (move_spatial); none moves a voxel grid.
 GEOMETRIC = ANNOTATION_KINDS - {"voxels"}
 

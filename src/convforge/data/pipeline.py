@@ -135,8 +135,9 @@ def build_dataset(records_or_source, task, input_shape, batch_size, training, *,
     num_classes = num_classes or (len(class_names) if class_names else None)
     if one_hot and not num_classes:
         raise DataError(f"{_source_name(source)} has no class names, so one-hot labels need num_classes")
-    if task.annotations - {"label"} and isinstance(source, ImageArrays):
-        raise DataError(f"{_source_name(source)} has no {', '.join(sorted(task.annotations - {'label'}))} (image "
+    missing = task.annotations - {"label", "picture"}  # image arrays hold pictures and labels only
+    if missing and isinstance(source, ImageArrays):
+        raise DataError(f"{_source_name(source)} has no {', '.join(sorted(missing))} (image "
                         f"labels only), so it cannot serve {task.name}; accepted: a source with annotations "
                         f"(coco, voc, shapes, tfrecord)")
 

@@ -423,7 +423,9 @@ def augmentation_carries(name, entry):
     carries = getattr(entry, "carries", None)
     if carries is not None:
         return frozenset(carries)
-    return frozenset({"label"}) if name in CLASSIFICATION_ONLY_AUGMENTATIONS else frozenset({"label", "boxes"})
+    if name in CLASSIFICATION_ONLY_AUGMENTATIONS:
+        return frozenset({"label"})
+    return frozenset({"label", "boxes", "picture"})
 
 
 class Augmentation(BaseModel):

@@ -128,7 +128,7 @@ class Style(Task):
     name = "style"
     headline_metric = "perceptual_loss"
     higher_is_better = False
-    annotations = frozenset()
+    annotations = frozenset({"picture"})  # the picture itself is the target: no label-mixing augmentation
     architectures = ("vgg16", "vgg19")
     input_normalization = "unit"
     Options = FastStyleOptions
