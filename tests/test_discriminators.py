@@ -1,0 +1,56 @@
+"""The translation parts against hand-computed values: PatchGAN's receptive field, the GAN and cycle losses, and
+the image pool."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import convforge
+from convforge.heads import discriminators as d
+
+
+@pytest.mark.parametrize("downsamplings, patch", [(3, 70), (1, 16), (2, 34)])
+def test_patchgan_sees_the_patches_of_the_paper(downsamplings, patch):
+    """4x4 kernels: going back from the logit map, r = 4 + 3 (stride-1 conv) ... each stride-2 conv doubles:
+    1 -> 4 -> 7 -> 16 -> 34 -> 70 for three stride-2 layers (CycleGAN's 70x70 PatchGAN)."""
+    model = d.patchgan((128, 128, 3), filters=8, downsamplings=downsamplings)
+    field = convforge.receptive_fields(model)["patch_logits"]
+    assert tuple(field.size) == (patch, patch)
+    assert tuple(field.jump) == (2 ** downsamplings,) * 2
+    assert model.output.shape[1:] == (128 // 2 ** downsamplings, 128 // 2 ** downsamplings, 1)
+
+
+def test_the_gan_losses_equal_their_formulas():
+    real = tf.constant([[2.0, 0.5], [1.0, -1.0]])
+    fake = tf.constant([[0.0, 1.0], [-2.0, 0.5]])
+    # least squares: 0.5 * (mean((real - 1)^2) + mean(fake^2)); real: 1, 0.25, 0, 4 -> 1.3125; fake: 0, 1, 4, 0.25
+    assert float(d.discriminator_loss(real, fake)) == pytest.approx(0.5 * (1.3125 + 1.3125))
+    assert float(d.generator_loss(fake)) == pytest.approx(np.mean([1.0, 0.0, 9.0, 0.25]))
+
+    def softplus(x):
+        return np.log1p(np.exp(x))
+
+    r, f = real.numpy(), fake.numpy()
+    assert float(d.discriminator_loss(real, fake, "non_saturating")) == pytest.approx(
+        0.5 * (softplus(-r).mean() + softplus(f).mean()), rel=1e-5)
+    assert float(d.generator_loss(fake, "non_saturating")) == pytest.approx(softplus(-f).mean(), rel=1e-5)
+    assert float(d.cycle_loss(tf.ones((1, 2, 2, 3)), tf.zeros((1, 2, 2, 3)) + 0.25)) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="least_squares"):
+        d.generator_loss(fake, "wasserstein")
+
+
+def test_the_image_pool_fills_then_swaps_half_the_time():
+    pool = d.ImagePool(2, (1, 1, 1))
+    first = pool.query(tf.reshape(tf.constant([1.0, 2.0]), (2, 1, 1, 1)),
+                       draws=([0.9, 0.9], [0, 0]))
+    # Filling: the pictures come back as they are and are kept.
+    np.testing.assert_array_equal(first.numpy().ravel(), [1.0, 2.0])
+    assert int(pool.count) == 2
+    # Full: a coin below 0.5 returns the kept picture of that slot and keeps the new one there; above, the new one.
+    second = pool.query(tf.reshape(tf.constant([3.0, 4.0, 5.0]), (3, 1, 1, 1)), draws=([0.1, 0.7, 0.2], [1, 0, 1]))
+    np.testing.assert_array_equal(second.numpy().ravel(), [2.0, 4.0, 3.0])
+    np.testing.assert_array_equal(pool.pictures.numpy().ravel(), [1.0, 5.0])
+    # Inside a compiled function too, and a size-0 pool is a pass-through.
+    compiled = tf.function(lambda x: pool.query(x))
+    assert compiled(tf.zeros((4, 1, 1, 1))).shape == (4, 1, 1, 1)
+    passthrough = d.ImagePool(0, (1, 1, 1)).query(tf.ones((2, 1, 1, 1)))
+    np.testing.assert_array_equal(passthrough.numpy(), np.ones((2, 1, 1, 1)))
