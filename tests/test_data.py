@@ -59,6 +59,34 @@ def test_shapes_are_deterministic(tmp_path, shapes_dir):
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_flat_and_textured_shapes_of_one_seed_are_the_same_scenes(tmp_path):
+    """style=flat renders each scene of a seed in flat colours: same annotations, the same shape colours, no
+    texture; another seed gives other scenes (unpaired domains)."""
+    from convforge.cli import main as cli_main
+
+    textured = data.generate_shapes(tmp_path / "textured", n=12, size=32, objects=(1, 3))
+    assert cli_main(["data", "shapes", str(tmp_path / "flat"), "--n", "12", "--size", "32", "--objects", "1,3",
+                     "--style", "flat"]) == 0
+    for split in ("train", "val"):
+        a = json.loads(open(textured[split][0]).read())
+        b = json.loads(open(tmp_path / "flat" / "annotations" / f"instances_{split}.json").read())
+        assert a["annotations"] == b["annotations"] and b["info"]["params"]["style"] == "flat"
+    names = sorted(os.listdir(tmp_path / "flat" / "images" / "train"))
+    for name in names[:4]:
+        rough = np.asarray(Image.open(tmp_path / "textured" / "images" / "train" / name), "float32")
+        flat = np.asarray(Image.open(tmp_path / "flat" / "images" / "train" / name), "float32")
+        # A flat picture has a colour per region (background + at most 3 shapes); the textured one is the same
+        # layout with texture, shading and noise on top.
+        assert len(np.unique(flat.reshape(-1, 3), axis=0)) <= 4
+        assert len(np.unique(rough.reshape(-1, 3), axis=0)) > 50
+        assert np.abs(rough - flat).mean() < 60
+    other = data.generate_shapes(tmp_path / "other", n=12, size=32, objects=(1, 3), seed=1, style="flat")
+    assert json.loads(open(other["train"][0]).read())["annotations"] != \
+        json.loads(open(tmp_path / "flat" / "annotations" / "instances_train.json").read())["annotations"]
+    with pytest.raises(DataError, match="style"):
+        data.generate_shapes(tmp_path / "bad", n=12, size=32, style="sketch")
+
+
 def test_shapes_are_valid_coco(shapes_dir, capsys):
     from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO

@@ -140,7 +140,7 @@ def cmd_data_shapes(args):
     objects = args.objects
     classes = tuple(c.strip() for c in args.classes.split(",")) if args.classes else None
     kwargs = dict(n=args.n, size=args.size, seed=args.seed, val_fraction=args.val_fraction, objects=objects,
-                  rotate=not args.no_rotate)
+                  rotate=not args.no_rotate, style=args.style)
     if classes:
         kwargs["classes"] = classes
     splits = generate_shapes(args.out, **kwargs)
@@ -477,6 +477,9 @@ def build_parser():
     q.add_argument("--objects", type=_pair, default=(1, 1), help="MIN,MAX shapes per image (default: 1,1)")
     q.add_argument("--classes", help="comma-separated subset of circle,rectangle,triangle,star")
     q.add_argument("--no-rotate", action="store_true", help="draw shapes upright")
+    q.add_argument("--style", choices=("textured", "flat"), default="textured",
+                   help="textured (default) or flat: the same scenes of the same seed in flat colours, picture for "
+                        "picture")
     q = _synthetic_parser(data_sub, "faces", "generate the procedural faces set (300-W landmarks) as COCO keypoints",
                           coco_layout, 96, cmd_data_keypoint_set)
     q.add_argument("--landmarks", type=int, default=68, choices=(68, 5),

@@ -7,6 +7,11 @@ noise, gradients or stripes, plus pixel noise) so that a model has to look at th
 colour. Masks are rasterized from the stored polygon by pycocotools itself, so the pixels in the image,
 the mask a reader decodes and the box are the same set by construction.
 
+`style="flat"` renders the very same scenes (same seed: same shapes, places and colours) without texture: the
+background is its mean colour, the shapes unshaded, no pixel noise. Both renderings draw the same random numbers,
+so a flat and a textured set of one seed are pairs picture for picture (ground truth for image translation),
+while sets of two seeds share no scene (unpaired training).
+
 Layout written by generate_shapes(out_dir)::
 
     out_dir/images/train/000000.png ...         out_dir/annotations/instances_train.json
@@ -29,6 +34,7 @@ KEYPOINT_NAMES = ("center", "top", "right", "bottom", "left")
 SKELETON = [[1, 2], [1, 3], [1, 4], [1, 5]]  # 1-based, centre to each extremal point
 DESCRIPTION = "convforge procedural shapes"
 VERSION = 1  # bump when the drawing changes, so ensure_shapes regenerates stale copies
+STYLES = ("textured", "flat")
 
 # Outlines of unit size around the origin, as (N, 2) vertex arrays; a new shape class is one more entry.
 def _circle(rng):
@@ -76,11 +82,13 @@ def _place(rng, outline, size, radius_range, taken, rotate):
     return None
 
 
-def _draw_image(rng, size, classes, objects_range, rotate, first_class):
-    """One image as (uint8 array, [object annotation dicts without ids])."""
+def _draw_image(rng, size, classes, objects_range, rotate, first_class, style="textured"):
+    """One image as (uint8 array, [object annotation dicts without ids]) in the given style; every choice is made
+    on the textured rendering, so both styles draw the same random numbers and the same scene."""
     from pycocotools import mask as mask_utils
 
     image = synthetic.background(rng, size)
+    flat = np.broadcast_to(image.reshape(-1, 3).mean(0), image.shape).copy()
     count = int(rng.integers(objects_range[0], objects_range[1] + 1))
     radius_range = (0.15, 0.42) if count == 1 else (0.08, 0.3 / np.sqrt(count) + 0.08)
     taken, annotations = [], []
@@ -105,6 +113,7 @@ def _draw_image(rng, size, classes, objects_range, rotate, first_class):
             colour = rng.uniform(0, 255, 3)
         shade = rng.uniform(-25, 25) * (np.arange(size, dtype=np.float32) / size - 0.5)
         image[mask] = colour + shade[np.nonzero(mask)[0], None]
+        flat[mask] = colour
         extremes = [points[points[:, 1].argmin()], points[points[:, 0].argmax()],
                     points[points[:, 1].argmax()], points[points[:, 0].argmin()]]
         keypoints = []
@@ -114,11 +123,16 @@ def _draw_image(rng, size, classes, objects_range, rotate, first_class):
                             "area": float(mask_utils.area(rle)), "iscrowd": 0, "segmentation": [polygon],
                             "keypoints": keypoints, "num_keypoints": len(KEYPOINT_NAMES)})
     image += rng.normal(0, 6, image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8), annotations
+    picture = flat if style == "flat" else image
+    return np.clip(np.round(picture), 0, 255).astype(np.uint8), annotations
 
 
-def _params(n=2000, size=64, seed=0, val_fraction=0.2, objects=(1, 1), classes=SHAPE_CLASSES, rotate=True):
+def _params(n=2000, size=64, seed=0, val_fraction=0.2, objects=(1, 1), classes=SHAPE_CLASSES, rotate=True,
+            style="textured"):
     """Validate the generator's arguments and return them as the JSON-ready dict stored in `info`."""
+    if style not in STYLES:
+        raise DataError(f"shapes style={style!r} is not accepted; accepted: {', '.join(STYLES)}"
+                        f"{close_matches(str(style), STYLES)}")
     classes = list(classes)
     for name in classes:
         if name not in OUTLINES:
@@ -130,8 +144,11 @@ def _params(n=2000, size=64, seed=0, val_fraction=0.2, objects=(1, 1), classes=S
     if not (1 <= lo <= hi):
         raise DataError(f"shapes objects={objects!r} must be (min, max) object counts with 1 <= min <= max")
     synthetic.check_common("shapes", n, size, val_fraction)
-    return {"n": n, "size": size, "seed": int(seed), "val_fraction": float(val_fraction),
-            "objects": [int(lo), int(hi)], "classes": classes, "rotate": bool(rotate), "version": VERSION}
+    params = {"n": n, "size": size, "seed": int(seed), "val_fraction": float(val_fraction),
+              "objects": [int(lo), int(hi)], "classes": classes, "rotate": bool(rotate), "version": VERSION}
+    if style != "textured":  # the textured default keeps the files (and caches) it always had
+        params["style"] = style
+    return params
 
 
 def _draw_split(params, split, n):
@@ -142,7 +159,8 @@ def _draw_split(params, split, n):
     firsts = np.random.default_rng([params["seed"], split_key]).permutation(np.arange(n) % len(classes))
     for k in range(n):
         rng = np.random.default_rng([params["seed"], split_key, k])
-        yield _draw_image(rng, params["size"], classes, params["objects"], params["rotate"], int(firsts[k]))
+        yield _draw_image(rng, params["size"], classes, params["objects"], params["rotate"], int(firsts[k]),
+                          params.get("style", "textured"))
 
 
 def _categories(params):
@@ -155,7 +173,7 @@ GENERATOR = synthetic.Synthetic("shapes", DESCRIPTION, _params, _draw_split, _ca
 
 
 def generate_shapes(out_dir, n=2000, size=64, seed=0, val_fraction=0.2, objects=(1, 1),
-                    classes=SHAPE_CLASSES, rotate=True):
+                    classes=SHAPE_CLASSES, rotate=True, style="textured"):
     """Write a shapes dataset of `n` images (split into train/val) to out_dir as COCO files; return the splits.
 
     The same arguments always give byte-identical files, written atomically (data.synthetic.generate). An
@@ -167,9 +185,10 @@ def generate_shapes(out_dir, n=2000, size=64, seed=0, val_fraction=0.2, objects=
         objects: (min, max) shapes per image; (1, 1) gives one shape for classification and localization.
         classes: shape names to draw, a subset of SHAPE_CLASSES; class ids follow this order.
         rotate: rotate rectangles, triangles and stars by a random angle.
+        style: "textured" (noisy backgrounds, shaded shapes) or "flat" (the same scenes in flat colours).
     """
     return synthetic.generate(GENERATOR, out_dir, n=n, size=size, seed=seed, val_fraction=val_fraction,
-                              objects=objects, classes=classes, rotate=rotate)
+                              objects=objects, classes=classes, rotate=rotate, style=style)
 
 
 def ensure_shapes(out_dir, **kwargs):

@@ -221,6 +221,8 @@ class ShapesSource(_SyntheticSource):
     classes: Annotated[list[Literal[SHAPE_NAMES]], Field(min_length=1)] = Field(
         default_factory=lambda: list(SHAPE_NAMES), description="the shapes to draw, in class-id order")
     rotate: Bool = Field(True, description="rotate rectangles, triangles and stars by a random angle")
+    style: Literal["textured", "flat"] = Field("textured", description="textured, or the same scenes in flat "
+                                                                       "colours (paired for the same seed)")
 
     @field_validator("objects")
     @classmethod
