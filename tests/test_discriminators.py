@@ -49,8 +49,12 @@ def test_the_image_pool_fills_then_swaps_half_the_time():
     second = pool.query(tf.reshape(tf.constant([3.0, 4.0, 5.0]), (3, 1, 1, 1)), draws=([0.1, 0.7, 0.2], [1, 0, 1]))
     np.testing.assert_array_equal(second.numpy().ravel(), [2.0, 4.0, 3.0])
     np.testing.assert_array_equal(pool.pictures.numpy().ravel(), [1.0, 5.0])
-    # Inside a compiled function too, and a size-0 pool is a pass-through.
-    compiled = tf.function(lambda x: pool.query(x))
-    assert compiled(tf.zeros((4, 1, 1, 1))).shape == (4, 1, 1, 1)
+    # Inside a compiled function traced without AutoGraph (as Keras traces train steps), and a size-0 pool is a
+    # pass-through.
+    compiled = tf.function(lambda x, coins, slots: pool.query(x, (coins, slots)), autograph=False)
+    shown = compiled(tf.reshape(tf.constant([6.0, 7.0]), (2, 1, 1, 1)), tf.constant([0.3, 0.9]), tf.constant([0, 1]))
+    np.testing.assert_array_equal(shown.numpy().ravel(), [1.0, 7.0])
+    np.testing.assert_array_equal(pool.pictures.numpy().ravel(), [6.0, 5.0])
+    assert compiled(tf.zeros((4, 1, 1, 1)), tf.ones(4), tf.zeros(4, tf.int32)).shape == (4, 1, 1, 1)
     passthrough = d.ImagePool(0, (1, 1, 1)).query(tf.ones((2, 1, 1, 1)))
     np.testing.assert_array_equal(passthrough.numpy(), np.ones((2, 1, 1, 1)))

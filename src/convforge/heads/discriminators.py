@@ -81,18 +81,28 @@ class ImagePool:
             slots = self.generator.uniform([batch], 0, self.size, dtype=tf.int32)
         else:
             coins, slots = (tf.convert_to_tensor(d) for d in draws)
-        out = tf.TensorArray(tf.float32, size=batch)
-        for i in tf.range(batch):
+        # Explicit loop and conditions, not Python ones under AutoGraph: Keras traces train steps without it.
+        def one(i, out):
             image = images[i]
-            if self.count < self.size:
-                # Still filling: keep it, and show it.
-                self.pictures[self.count].assign(image)
-                self.count.assign_add(1)
-                out = out.write(i, image)
-            elif coins[i] < 0.5:
-                # Show an older picture, and keep the new one in its place.
-                out = out.write(i, self.pictures[slots[i]])
-                self.pictures[slots[i]].assign(image)
-            else:
-                out = out.write(i, image)
+
+            def fill():
+                self.pictures.scatter_nd_update([[self.count]], image[None])
+                with tf.control_dependencies([self.count.assign_add(1)]):
+                    return tf.identity(image)
+
+            def swap():
+                older = tf.identity(self.pictures[slots[i]])
+                with tf.control_dependencies([older]):
+                    update = self.pictures.scatter_nd_update([[slots[i]]], image[None])
+                with tf.control_dependencies([update]):
+                    return tf.identity(older)
+
+            def keep():
+                return tf.identity(image)
+
+            shown = tf.cond(self.count < self.size, fill, lambda: tf.cond(coins[i] < 0.5, swap, keep))
+            return i + 1, out.write(i, shown)
+
+        out = tf.TensorArray(tf.float32, size=batch)
+        _, out = tf.while_loop(lambda i, _: i < batch, one, (tf.constant(0), out))
         return tf.reshape(out.stack(), tf.shape(images))
