@@ -1,5 +1,5 @@
-"""The translation parts against hand-computed values: PatchGAN's receptive field, the GAN and cycle losses, and
-the image pool."""
+"""The translation parts: PatchGAN's receptive field, the GAN and cycle losses and the image pool against
+hand-computed values; the U-Net generator's shape, skips and export."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -58,3 +58,19 @@ def test_the_image_pool_fills_then_swaps_half_the_time():
     assert compiled(tf.zeros((4, 1, 1, 1)), tf.ones(4), tf.zeros(4, tf.int32)).shape == (4, 1, 1, 1)
     passthrough = d.ImagePool(0, (1, 1, 1)).query(tf.ones((2, 1, 1, 1)))
     np.testing.assert_array_equal(passthrough.numpy(), np.ones((2, 1, 1, 1)))
+
+
+def test_the_unet_generator_keeps_the_size_and_exports_within_1e4(tmp_path):
+    from convforge.heads.generators import unet_generator
+
+    model = unet_generator((32, 32, 3), widths=(8, 16, 32))
+    assert model.output.shape[1:] == (32, 32, 3)
+    # Every encoder level but the deepest reaches the decoder through a skip.
+    assert {layer.name for layer in model.layers} >= {"up0_skip", "up1_skip"}
+    pictures = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
+    out = model(pictures).numpy()
+    assert out.min() >= 0 and out.max() <= 1
+    exported = convforge.export(model, tmp_path, formats=["tflite", "onnx"], inputs_for_check=pictures,
+                                progress=None, latency_runs=0)
+    for entry in exported["card"]["artifacts"]:
+        assert entry["check"]["status"] == "passed" and entry["check"]["max_abs_diff"] <= 1e-4, entry

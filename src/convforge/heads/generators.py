@@ -4,7 +4,9 @@
 the same design): a 9x9 conv, two stride-2 convs, residual blocks at a quarter of the resolution, two x2
 upsamplings back and a 9x9 conv to RGB, instance normalization throughout. Upsampling is nearest-neighbour then a
 conv by default (Odena et al. 2016: no checkerboard artefacts from overlapping transposed kernels), or transposed
-convs as in the paper. The output is an image on 0..1 (a sigmoid).
+convs as in the paper. `unet_generator` is pix2pix's U-Net (Isola et al., CVPR 2017): stride-2 4x4 convs down,
+LeakyReLU 0.2, then nearest upsampling + conv back up with each level's encoder features concatenated (the skips
+carry the picture's edges across). The output is an image on 0..1 (a sigmoid).
 """
 import keras
 from keras import layers
@@ -46,4 +48,25 @@ def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsam
     # The picture is computed in float32 under a mixed policy, so its 0..1 values keep their precision.
     x = layers.Conv2D(3, 9, padding="same", name="to_rgb", dtype="float32")(x)
     outputs = layers.Activation("sigmoid", name="stylized", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def unet_generator(input_shape, widths=(32, 64, 128, 256), name="unet_generator"):
+    """pix2pix's U-Net generator: images -> images on 0..1, same size (height and width divisible by
+    2 ** len(widths))."""
+    inputs = keras.Input(tuple(input_shape), name="image")
+    x, skips = inputs, []
+    for i, filters in enumerate(widths):
+        x = layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=i == 0, name=f"down{i}_conv")(x)
+        if i > 0:  # pix2pix leaves the first level unnormalized
+            x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"down{i}_in")(x)
+        x = layers.LeakyReLU(0.2, name=f"down{i}_lrelu")(x)
+        skips.append(x)
+    for i, filters in reversed(list(enumerate(widths[:-1]))):
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}_resize")(x)
+        x = _conv_norm(x, filters, 3, 1, f"up{i}")
+        x = layers.Concatenate(name=f"up{i}_skip")([x, skips[i]])
+    x = layers.UpSampling2D(2, interpolation="nearest", name="out_resize")(x)
+    x = layers.Conv2D(3, 3, padding="same", name="to_rgb", dtype="float32")(x)
+    outputs = layers.Activation("sigmoid", name="translated", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
