@@ -18,6 +18,12 @@ def sig(value, digits=3, missing="-"):
     return f"{value:.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
 
 
+def metric(value, higher_is_better=True):
+    """A task metric: scores (accuracy, AP, IoU; higher is better) as percentages, errors and losses (NME, a
+    perceptual loss; lower is better) as numbers: 0.9531 -> '95.31%', 0.0487 -> '0.0487'."""
+    return f"{value:.2%}" if higher_is_better else f"{value:.4g}"
+
+
 def cell(value, fmt="{}"):
     """A table cell: the value formatted, '–' where nothing was measured."""
     return "–" if value is None else fmt.format(value)

@@ -26,6 +26,7 @@ import numpy as np
 from convforge._api import callable_package
 from convforge.cpu import describe_machine
 from convforge.errors import ExportError
+from convforge.numbers import metric as metric_text
 from convforge.export.card import CARD_JSON, CARD_MD, sha256_path, size_bytes, versions, write_card
 from convforge.export.judge import (DEFAULT_MAX_DROP, judge, keras_scorer, score,
                                     validation_batches)
@@ -184,7 +185,8 @@ def export_with(model, out_dir, config):
         drops = {**DEFAULT_MAX_DROP, **(config.max_metric_drop or {})}
         scoring = (batches, config.metric, reference_value, reference_all, drops, judged)
         count = sum(len(b[0]) for b in batches)
-        say(f"export: Keras {config.metric_name} {reference_value:.2%} on {count} val images")
+        better = config.higher_is_better
+        say(f"export: Keras {config.metric_name} {metric_text(reference_value, better)} on {count} val images")
         if trained_reference is not None:
             # The float32 copy is judged against the model as trained, by the task metric.
             trained_value, trained_all = score(keras_scorer(trained_detector if detector else trained, judged.names),
@@ -192,11 +194,12 @@ def export_with(model, out_dir, config):
             result = judge(reference_value, reference_all, trained_value, trained_all, config.metric_name,
                            drops.get("float32_copy"), count, judged.kinds, config.higher_is_better)
             precision["float32_copy_vs_trained"]["metric"] = result
-            say(f"export: Keras {trained_precision} {config.metric_name} {trained_value:.2%}, float32 copy "
-                f"{reference_value:.2%}")
+            say(f"export: Keras {trained_precision} {config.metric_name} {metric_text(trained_value, better)}, "
+                f"float32 copy {metric_text(reference_value, better)}")
             if result.get("status") == "failed":
                 precision["float32_copy_vs_trained"]["warning"] = _over_threshold(
-                    f"float32 copy: {config.metric_name} {reference_value:.2%} against {trained_value:.2%} of the "
+                    f"float32 copy: {config.metric_name} {metric_text(reference_value, better)} against "
+                    f"{metric_text(trained_value, better)} of the "
                     f"{trained_precision} model loses {result['drop_points']:.2f} points, over the allowed "
                     f"{result['max_drop_points']:g}; accepted: a model whose float32 copy keeps its metric "
                     f"(or --no-verify-fail to export it anyway, marked in the card)", config.fail_on_drop)
@@ -424,7 +427,8 @@ def _score_artifact(fmt, run, entry, scoring, config):
     entry["check"]["metric"] = result
     if result.get("status") == "failed":
         entry["check"]["warning"] = _over_threshold(
-            f"{fmt}: {metric_name} {value:.2%} against Keras {reference_value:.2%} on {result['images']} val "
+            f"{fmt}: {metric_name} {metric_text(value, config.higher_is_better)} against Keras "
+            f"{metric_text(reference_value, config.higher_is_better)} on {result['images']} val "
             f"images loses {result['drop_points']:.2f} points, over the allowed {allowed:g}; accepted: a drop "
             f"within the recipe's export threshold for this format (or --no-verify-fail to keep it, marked failed "
             f"in the card)", fail_on_drop)
@@ -448,7 +452,9 @@ def _summary(entry):
         parts.append(f"top-1 agreement {check['top1_agreement']:.0%}")
     if check.get("metric"):
         m = check["metric"]
-        parts.append(f"val {m['name']} {m['value']:.2%} (Keras {m['keras']:.2%}, drop {m['drop_points']:.2f} pt)")
+        better = m.get("higher_is_better", True)
+        parts.append(f"val {m['name']} {metric_text(m['value'], better)} (Keras {metric_text(m['keras'], better)}, "
+                     f"drop {m['drop_points']:.2f} pt)")
     if check.get("latency_ms"):
         parts.append(f"{check['latency_ms']['median']:.3g} ms")
     if entry.get("float_ops"):

@@ -105,7 +105,7 @@ def judge(value, outputs, reference_value, reference_outputs, metric_name, max_d
     drop = round((reference_value - value) * (100.0 if higher_is_better else -100.0), 4)
     stats = compare_quantized(reference_outputs, outputs, kinds)
     entry = {"name": metric_name, "value": value, "keras": reference_value, "drop_points": drop,
-             "images": images, "top1_agreement": stats["top1_agreement"], "max_abs_diff": stats["max_abs_diff"]}
+             "higher_is_better": bool(higher_is_better), "images": images, "top1_agreement": stats["top1_agreement"], "max_abs_diff": stats["max_abs_diff"]}
     if max_drop is not None:
         entry["max_drop_points"] = max_drop
         entry["status"] = "passed" if drop <= max_drop else "failed"
