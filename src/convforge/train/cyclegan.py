@@ -1,0 +1,90 @@
+"""Cycle-consistent adversarial training (Zhu et al., ICCV 2017): two generators (A -> B and B -> A) and two
+PatchGAN discriminators learn together from unpaired pictures of two domains.
+
+Each step: the generators are scored by the discriminators (least-squares or non-saturating GAN loss), by how well
+a round trip returns the picture (cycle loss, weight `cycle_weight`) and by how little they change a picture
+already in their target domain (identity loss, `identity_weight` x `cycle_weight`, as CycleGAN weighs it); the
+discriminators then learn real pictures against generated ones drawn from an image pool of earlier generations.
+`CycleGAN` is a keras.Model whose `fit` takes (pictures of A, pictures of B) batches on 0..1 and logs every
+loss per epoch; calling it translates A -> B.
+"""
+import keras
+import tensorflow as tf
+
+from convforge.heads.discriminators import ImagePool, cycle_loss, discriminator_loss, generator_loss
+
+LOSS_NAMES = ("generator_ab_loss", "generator_ba_loss", "discriminator_a_loss", "discriminator_b_loss",
+              "cycle_loss", "identity_loss")
+
+
+class CycleGAN(keras.Model):
+    """Two generators and two discriminators trained as one; `call` is the A -> B generator."""
+
+    def __init__(self, generator_ab, generator_ba, discriminator_a, discriminator_b, *, gan_loss="least_squares",
+                 cycle_weight=10.0, identity_weight=0.5, pool_size=50, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.generator_ab, self.generator_ba = generator_ab, generator_ba
+        self.discriminator_a, self.discriminator_b = discriminator_a, discriminator_b
+        self.gan_loss, self.cycle_weight, self.identity_weight = gan_loss, float(cycle_weight), float(identity_weight)
+        shape = tuple(generator_ab.inputs[0].shape[1:])
+        self.pool_a, self.pool_b = ImagePool(pool_size, shape, seed), ImagePool(pool_size, shape, seed + 1)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+
+    @property
+    def metrics(self):
+        """The per-epoch means of every loss (reset by fit at each epoch)."""
+        return list(self.trackers.values())
+
+    def compile(self, generator_optimizer, discriminator_optimizer, **kwargs):
+        """Set the generators' and the discriminators' optimizers (CycleGAN: Adam 2e-4, beta_1 0.5, for both)."""
+        super().compile(**kwargs)
+        self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
+        # Built here, not inside the first traced step, so their slots are made once, eagerly.
+        generator_optimizer.build(self._generator_variables())
+        discriminator_optimizer.build(self._discriminator_variables())
+
+    def _generator_variables(self):
+        return self.generator_ab.trainable_variables + self.generator_ba.trainable_variables
+
+    def _discriminator_variables(self):
+        return self.discriminator_a.trainable_variables + self.discriminator_b.trainable_variables
+
+    def call(self, images, training=False):
+        """Translate pictures of domain A into domain B."""
+        return self.generator_ab(images, training=training)
+
+    def train_step(self, data):
+        """One update of both generators, then of both discriminators; returns the running loss means."""
+        real_a, real_b = data[0], data[1]
+        kind = self.gan_loss
+        with tf.GradientTape(persistent=True) as tape:
+            fake_b = self.generator_ab(real_a, training=True)
+            fake_a = self.generator_ba(real_b, training=True)
+            cycled_a = self.generator_ba(fake_b, training=True)
+            cycled_b = self.generator_ab(fake_a, training=True)
+            same_a = self.generator_ba(real_a, training=True)
+            same_b = self.generator_ab(real_b, training=True)
+            adversarial_ab = generator_loss(self.discriminator_b(fake_b, training=True), kind)
+            adversarial_ba = generator_loss(self.discriminator_a(fake_a, training=True), kind)
+            cycled = cycle_loss(real_a, cycled_a) + cycle_loss(real_b, cycled_b)
+            identity = cycle_loss(real_a, same_a) + cycle_loss(real_b, same_b)
+            generators = (adversarial_ab + adversarial_ba + self.cycle_weight * cycled
+                          + self.identity_weight * self.cycle_weight * identity)
+            shown_b = self.pool_b.query(tf.stop_gradient(fake_b))
+            shown_a = self.pool_a.query(tf.stop_gradient(fake_a))
+            loss_b = discriminator_loss(self.discriminator_b(real_b, training=True),
+                                        self.discriminator_b(shown_b, training=True), kind)
+            loss_a = discriminator_loss(self.discriminator_a(real_a, training=True),
+                                        self.discriminator_a(shown_a, training=True), kind)
+            discriminators = loss_a + loss_b
+        generator_variables = self._generator_variables()
+        self.generator_optimizer.apply_gradients(zip(tape.gradient(generators, generator_variables),
+                                                     generator_variables))
+        discriminator_variables = self._discriminator_variables()
+        self.discriminator_optimizer.apply_gradients(zip(tape.gradient(discriminators, discriminator_variables),
+                                                         discriminator_variables))
+        del tape
+        values = (adversarial_ab, adversarial_ba, loss_a, loss_b, cycled, identity)
+        for name, value in zip(LOSS_NAMES, values):
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
