@@ -260,3 +260,26 @@ def test_adversarial_training_is_refused_for_tasks_without_class_scores():
     with pytest.raises(convforge.RecipeError, match="train.adversarial"):
         load_recipe(ROOT / "recipes" / "keypoints" / "face_heatmap_resnet18_faces.yaml",
                     overrides=["train.adversarial={eps: 0.1}"])
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_adversarial_training_and_attacks_run_under_a_forced_mixed_policy(policy, digits, tmp_path):
+    """The paths a bf16 CPU or a GPU takes, forced here: PGD inside the train step of a mixed-precision model
+    (float16 with its loss scaling), falling loss, and the white-box attacks on the mixed model itself."""
+    import csv
+
+    recipe = load_recipe(ADVERSARIAL, overrides=["train.epochs=2", "train.steps_per_epoch=6",
+                                                 "train.adversarial.steps=2", f"train.precision={policy}"])
+    result = convforge.train(recipe, run_dir=tmp_path / "run", printer=lambda *_: None, verbose=0)
+    run = Path(result["run_dir"])
+    losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["precision"] == policy and 0 <= metrics["val_robust_accuracy"] <= 1
+    keras.config.set_dtype_policy(policy)
+    model = convforge.build_model("lenet5", num_classes=10, input_shape=(32, 32, 1))
+    keras.config.set_dtype_policy("float32")
+    x, y = digits[0][:16], digits[1][:16]
+    for attack in (attacks.fgsm(model, x, y, 0.1), attacks.pgd(model, x, y, 0.1, steps=3)):
+        assert attack.x_adv.dtype == x.dtype and np.isfinite(attack.x_adv).all()
+        assert np.abs(attack.x_adv - x).max() <= 0.1 + 1e-6 and np.abs(attack.x_adv - x).max() > 0.05

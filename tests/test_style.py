@@ -162,3 +162,24 @@ def test_the_adain_recipe_trains_and_stylizes_with_any_style(tmp_path):
 def test_a_style_recipe_names_what_it_cannot_take(change, field):
     with pytest.raises(convforge.RecipeError, match=field.replace(".", r"\.")):
         load_recipe(FAST, overrides=[change])
+
+
+def test_the_fast_network_trains_under_mixed_bfloat16_and_its_int8_export_runs(fast_run, tmp_path):
+    """The bf16 CPU path forced: the generator computes in bfloat16 while the loss network stays float32; and the
+    trained generator's full-int8 TFLite (the path an int8 phone takes) stays close to Keras."""
+    import keras
+
+    sets = [*tiny(FAST, tmp_path / "shapes", epochs=2, steps=3), "head.widths=[8,8,16]", "head.residual_blocks=1",
+            "head.style_size=48", "data.batch_size=4", "train.precision=mixed_bfloat16"]
+    result = convforge.train(load_recipe(FAST, overrides=sets), run_dir=tmp_path / "run", printer=lambda *_: None,
+                             verbose=0)
+    losses = [float(r["loss"]) for r in csv.DictReader(open(Path(result["run_dir"]) / "history.csv"))]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert json.loads((Path(result["run_dir"]) / "metrics.json").read_text())["precision"] == "mixed_bfloat16"
+    keras.config.set_dtype_policy("float32")
+    model = convforge.tasks.load_model(Path(fast_run["run_dir"]) / "model.keras")
+    pictures = np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype("float32")
+    exported = convforge.export(model, tmp_path / "int8", formats=["tflite_int8"], representative=pictures,
+                                inputs_for_check=pictures[:2], progress=None, latency_runs=0)
+    entry = exported["card"]["artifacts"][0]
+    assert entry["format"] == "tflite_int8" and entry["check"]["max_abs_diff"] < 0.25
