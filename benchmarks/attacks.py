@@ -119,6 +119,8 @@ def _cell(entry):
 
 def render(result):
     """The Markdown tables."""
+    from convforge.bench.compare import machine_line
+
     machine = result["machine"]
     runs = result["runs"]
     lines = [f"LeNet-5 on the digits' {result['val_images']} val images (pixels on 0..1). Clean accuracy: standard "
@@ -138,8 +140,7 @@ def render(result):
     for row in result["patch"]["rows"]:
         lines.append(f"| {row['size']} ({row['standard']['side']} px) | {row['standard']['area_share']:.0%} | "
                      f"{row['standard']['success_rate']:.1%} | {row['adversarial']['success_rate']:.1%} |")
-    lines += ["", f"{machine['description']}; TensorFlow {machine['tensorflow']}, Keras {machine['keras']}; "
-              f"1-minute load average {machine['load_average']} when it began."]
+    lines += ["", machine_line(machine)]
     return "\n".join(lines) + "\n"
 
 

@@ -107,6 +107,8 @@ def draw_gallery(rows, style, path):
 
 def render(result):
     """The Markdown table."""
+    from convforge.bench.compare import machine_line
+
     machine = result["machine"]
     val = result["val"]
     lines = [f"Fast network ({result['params']:,} parameters, trained {result['train_seconds']:.0f} s): val "
@@ -130,8 +132,7 @@ def render(result):
         lines.append(f"| {r['content']} | {r['size'][0]}x{r['size'][1]} | {r['gatys_seconds']:.1f} "
                      f"({r['gatys_steps']}) | {r['fast_seconds']:.3f} | {r['gatys_seconds'] / r['fast_seconds']:.0f}x "
                      f"| {r['adain_seconds_with_build']:.2f} |")
-    lines += ["", f"{machine['description']}; TensorFlow {machine['tensorflow']}; 1-minute load average "
-              f"{machine['load_average']} when it began."]
+    lines += ["", machine_line(machine)]
     return "\n".join(lines) + "\n"
 
 

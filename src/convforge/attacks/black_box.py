@@ -7,7 +7,7 @@ Square Attack (Andriushchenko et al. 2020) and SimBA (Guo et al. 2019) read the 
 """
 import numpy as np
 
-from convforge.attacks.target import AttackResult, as_predict, check_clip, check_labels
+from convforge.attacks.target import AttackResult, as_predict, check_clip, check_images, check_labels
 from convforge.attacks.white_box import _check_eps, as_input_dtype, perturbation_norm, succeeded
 from convforge.errors import ConvforgeError
 
@@ -17,15 +17,9 @@ SQUARE_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
 def _check_images(x, clip):
-    """x as float32 (N, H, W, C) inside the clip range, or ConvforgeError."""
+    """(x as float32 images inside the clip range, lo, hi), or ConvforgeError."""
     lo, hi = check_clip(clip)
-    xf = np.asarray(x, np.float32)
-    if xf.ndim != 4:
-        raise ConvforgeError(f"x has shape {xf.shape}; accepted: (N, height, width, channels) images")
-    if xf.size and (xf.min() < lo - 1e-6 or xf.max() > hi + 1e-6):
-        raise ConvforgeError(f"x spans {xf.min():.4g}..{xf.max():.4g}, outside clip=({lo:g}, {hi:g}); accepted: "
-                             f"images in the clip range")
-    return xf, lo, hi
+    return check_images(x, (lo, hi)), lo, hi
 
 
 def _scores(predict, images, n_classes=None):

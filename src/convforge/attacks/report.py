@@ -23,16 +23,13 @@ def val_pixels(recipe, target, n, seed=0):
     val, class_names = val_data(recipe)
     if val is None:
         raise ConvforgeError(f"{recipe.name}: data.val gives no validation split to attack")
-    xs, ys = [], []
-    for x, y in val:
-        y = np.asarray(y)
-        xs.append(target.pixels(np.asarray(x)))
-        ys.append(y.argmax(-1) if y.ndim == 2 else y)
-    x, y = np.clip(np.concatenate(xs), target.lo, target.hi), np.concatenate(ys).astype(np.int64)
+    from convforge.attacks.target import dataset_pixels
+
+    x, y = dataset_pixels(val, target)
     if n is not None and n < len(x):
         keep = np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))
         x, y = x[keep], y[keep]
-    return x.astype(np.float32), y, class_names
+    return x, y, class_names
 
 
 def run_attack(source, attack, *, eps=None, n=200, out=None, target=None, surrogate=None, target_class=0,

@@ -137,16 +137,8 @@ class WhiteBox:
 
     def check(self, x, y=None):
         """x as float32 (N, H, W, C) at the model's size inside the clip range, and y as int (N,), or raise."""
-        x = np.asarray(x)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
-            raise ConvforgeError(f"x has shape {x.shape}; accepted: (N, {', '.join(map(str, self.shape))}) images "
-                                 f"at the model's input size")
-        if x.size and (x.min() < self.lo - 1e-6 or x.max() > self.hi + 1e-6):
-            raise ConvforgeError(f"x spans {x.min():.4g}..{x.max():.4g}, outside clip=({self.lo:g}, {self.hi:g}); "
-                                 f"accepted: images in the clip range (pass clip=(0, 255) for 0..255 pixels)")
-        if y is None:
-            return x.astype(np.float32), None
-        return x.astype(np.float32), check_labels(y, len(x), self.num_classes)
+        x = check_images(x, (self.lo, self.hi), self.shape)
+        return x, (None if y is None else check_labels(y, len(x), self.num_classes))
 
     def predict(self, x):
         """Class probabilities (numpy) of images x in the clip range: the black-box view of this model."""
@@ -157,6 +149,35 @@ class WhiteBox:
         x = np.asarray(x, np.float32)
         return np.concatenate([self._probabilities(tf.constant(x[i:i + BATCH])).numpy()
                                for i in range(0, len(x), BATCH)]) if len(x) else np.zeros((0, self.num_classes))
+
+
+def check_images(x, clip, shape=None):
+    """x as float32 (N, H, W, C) inside the clip range (and of `shape` (H, W, C) when given), or ConvforgeError."""
+    lo, hi = check_clip(clip)
+    x = np.asarray(x)
+    if x.ndim != 4 or (shape is not None and tuple(x.shape[1:]) != tuple(shape)):
+        wanted = f"(N, {', '.join(map(str, shape))}) images at the model's input size" if shape else \
+            "(N, height, width, channels) images"
+        raise ConvforgeError(f"x has shape {x.shape}; accepted: {wanted}")
+    if x.size and (x.min() < lo - 1e-6 or x.max() > hi + 1e-6):
+        raise ConvforgeError(f"x spans {x.min():.4g}..{x.max():.4g}, outside clip=({lo:g}, {hi:g}); accepted: "
+                             f"images in the clip range (pass clip=(0, 255) for 0..255 pixels)")
+    return x.astype(np.float32)
+
+
+def dataset_pixels(dataset, target, limit=None):
+    """(x, y) of a (model input, label) dataset: the images on the target's pixel scale (clipped to its range) and
+    integer labels (one-hot rows decoded), up to `limit` examples."""
+    xs, ys, seen = [], [], 0
+    for x, y in dataset:
+        y = np.asarray(y)
+        xs.append(target.pixels(np.asarray(x)))
+        ys.append(y.argmax(-1) if y.ndim == 2 else y)
+        seen += len(y)
+        if limit is not None and seen >= limit:
+            break
+    x = np.clip(np.concatenate(xs)[:limit], target.lo, target.hi).astype(np.float32)
+    return x, np.concatenate(ys)[:limit].astype(np.int64)
 
 
 def check_labels(y, n, num_classes):

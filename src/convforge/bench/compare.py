@@ -271,6 +271,12 @@ def _machine():
             "load_average": round(os.getloadavg()[0], 2), "tensorflow": tf.__version__, "keras": keras.__version__}
 
 
+def machine_line(machine):
+    """The closing line of a bench table: the CPU, the TensorFlow and Keras versions and the load at its start."""
+    return (f"{machine['description']}; TensorFlow {machine['tensorflow']}, Keras {machine['keras']}; 1-minute "
+            f"load average {machine['load_average']} when it began.")
+
+
 def compare(models="*", input_size=224, train_recipe=None, overrides=(), target_accuracy=0.8, out_dir="compare",
             runs=LATENCY_RUNS, threads=None, progress=print):
     """Measure every architecture matching `models` (and train each on train_recipe); write the three files.

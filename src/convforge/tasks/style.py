@@ -242,43 +242,31 @@ class Style(Task):
 
     def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
         """Mean perceptual loss of the stylized val pictures and its parts, and the unstyled pictures' parts."""
+        sums, count = {}, 0
+        for images, _ in dataset:
+            images = np.asarray(images, np.float32)
+            for prefix, parts in zip(("", "unstyled_"), self._measured(model, images, count)):
+                for name, value in parts.items():
+                    sums[prefix + name] = sums.get(prefix + name, 0.0) + float(np.sum(value))
+            count += len(images)
+        return {name: value / max(count, 1) for name, value in sums.items()}
+
+    def _measured(self, model, images, offset):
+        """(per-picture losses of the model's pictures, of the unstyled pictures) by the head's own measure; AdaIN
+        takes the pool's style crops in turn from `offset`."""
         if self.options.name == "adain":
-            return self._evaluate_adain(model, dataset)
-        sums, unstyled, count = {}, {}, 0
-        perception = None
-        for images, _ in dataset:
-            images = np.asarray(images, np.float32)
-            stylized = model(images, training=False)
-            stylized = np.asarray(stylized["stylized"] if isinstance(stylized, dict) else stylized, np.float32)
-            perception = perception or self.perception(images.shape[1:3])
-            for name, value in perception.parts(images, stylized).items():
-                sums[name] = sums.get(name, 0.0) + float(np.sum(value))
-            for name, value in perception.parts(images, images).items():
-                unstyled[name] = unstyled.get(name, 0.0) + float(np.sum(value))
-            count += len(images)
-        metrics = {name: value / max(count, 1) for name, value in sums.items()}
-        metrics.update({f"unstyled_{name}": value / max(count, 1) for name, value in unstyled.items()})
-        return metrics
+            from convforge.style.adain import adain_losses
 
-    def _evaluate_adain(self, model, dataset):
-        """AdaIN's losses over the val pictures, each with a style crop of the pool in turn, and the unstyled ones."""
-        from convforge.style.adain import adain_losses
-
-        o = self.options
-        sums, unstyled, count = {}, {}, 0
-        for images, _ in dataset:
-            images = np.asarray(images, np.float32)
+            o = self.options
             pool = self.style_pool(images.shape[1:3])
-            styles = pool[(np.arange(len(images)) + count) % len(pool)]
+            styles = pool[(np.arange(len(images)) + offset) % len(pool)]
             stylized = model({"content": images, "style": styles}, training=False)
-            for totals, output in ((sums, stylized), (unstyled, images)):
-                for name, value in adain_losses(model, images, styles, output, o.content_weight,
-                                                o.style_weight).items():
-                    totals[name] = totals.get(name, 0.0) + float(np.sum(value))
-            count += len(images)
-        metrics = {name: value / max(count, 1) for name, value in sums.items()}
-        metrics.update({f"unstyled_{name}": value / max(count, 1) for name, value in unstyled.items()})
-        return metrics
+            return [adain_losses(model, images, styles, out, o.content_weight, o.style_weight)
+                    for out in (stylized, images)]
+        stylized = model(images, training=False)
+        stylized = np.asarray(stylized["stylized"] if isinstance(stylized, dict) else stylized, np.float32)
+        perception = self.perception(images.shape[1:3])
+        return [perception.parts(images, out) for out in (stylized, images)]
 
     def describe(self, outputs, class_names, top_k=3):
         """The stylized picture's mean colour."""

@@ -5,9 +5,9 @@ batches below 1), and the run reports its accuracy under PGD next to its clean a
 The pipeline hands the model normalized inputs; the attack works on the pixel scale 0..1 through the run's
 preprocessing contract, so `eps: 0.1` is a tenth of the pixel range whatever the normalization.
 """
-import numpy as np
 
-from convforge.attacks.target import WhiteBox
+from convforge.attacks.target import WhiteBox, dataset_pixels
+from convforge.attacks.white_box import pgd_delta
 
 
 def step_size(settings):
@@ -23,7 +23,6 @@ def train_adversarially(model, preprocessing, settings, seed=0):
     target = WhiteBox(model, (0.0, 1.0), preprocessing)
     keras_step = type(model).train_step
     size = step_size(settings)
-    from convforge.attacks.white_box import pgd_delta
 
     def train_step(data):
         x, y = data[0], data[1]
@@ -50,16 +49,7 @@ def robust_accuracy(model, dataset, preprocessing, settings, limit=1000):
     from convforge.attacks import pgd
 
     target = WhiteBox(model, (0.0, 1.0), preprocessing)
-    xs, ys, seen = [], [], 0
-    for x, y in dataset:
-        y = np.asarray(y)
-        xs.append(target.pixels(np.asarray(x)))
-        ys.append(y.argmax(-1) if y.ndim == 2 else y)
-        seen += len(y)
-        if seen >= limit:
-            break
-    x = np.clip(np.concatenate(xs)[:limit], 0.0, 1.0)
-    y = np.concatenate(ys)[:limit].astype(np.int64)
+    x, y = dataset_pixels(dataset, target, limit)
     result = pgd(target, x, y, settings.eps, norm=settings.norm, steps=settings.eval_steps, seed=0)
     robust = target.predict(result.x_adv).argmax(1) == y
     clean = target.predict(x).argmax(1) == y
