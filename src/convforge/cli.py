@@ -52,6 +52,8 @@ def cmd_summary(args):
     from convforge import convmath
     from convforge.errors import close_matches
 
+    if str(args.name).endswith((".yaml", ".yml")):
+        return _summarize_recipe(args)
     model = convforge.build_model(args.name, task=args.task, num_classes=args.num_classes,
                                   input_shape=args.input_shape)
     rows = convmath.layer_table(model)
@@ -72,6 +74,35 @@ def cmd_summary(args):
         out = args.out or f"{args.name}_rf_{layers[0].replace('/', '_')}.png"
         draw_receptive_fields(model, args.rf_image, layers, out)
         print(f"receptive fields of {', '.join(layers)} drawn on {args.rf_image}: {out}")
+    return 0
+
+
+def _summarize_recipe(args):
+    """The layer table of each network a recipe builds (a CycleGAN's generator and discriminator once each),
+    with the receptive field of each network's output."""
+    import keras
+
+    from convforge import convmath
+    from convforge.recipes import load_recipe
+    from convforge.tasks import get_task
+    from convforge.train.datasets import input_shape_of
+
+    recipe = load_recipe(args.name)
+    task = get_task(recipe.task, recipe.head)
+    model = task.build_model(recipe.model.architecture, args.input_shape or input_shape_of(recipe),
+                             recipe.model.num_classes or args.num_classes or 1, recipe.model.options)
+    # A model made of networks (CycleGAN) shows one of each design; a plain functional model shows itself.
+    parts = [layer for layer in model.layers if isinstance(layer, keras.Model)] or [model]
+    shown = {}
+    for part in parts:
+        shown.setdefault(part.name.rsplit("_", 1)[0], part)
+    for part in shown.values():
+        rows = convmath.layer_table(part)
+        print(f"{part.name}:")
+        print(convmath.format_table(rows))
+        field = rows[-1]["rf"]
+        print(f"{part.name}: each output unit sees {field.size[0]}x{field.size[1]} input pixels "
+              f"(jump {field.jump[0]})\n")
     return 0
 
 
@@ -119,7 +150,7 @@ def cmd_check(args):
     recipe = load_recipe(args.recipe, overrides=args.set)
     if args.verbose:
         print(recipe.to_yaml())
-    print(f"{args.recipe}: ok ({recipe.task}, {recipe.model.architecture})")
+    print(f"{args.recipe}: ok ({recipe.task}, {recipe.model.architecture or recipe.head.get('name')})")
     return 0
 
 
@@ -347,7 +378,7 @@ def cmd_stylize(args):
     from convforge.style.stylize import stylize
 
     result = stylize(args.content, args.out, method=args.method, style=args.style, model=args.model,
-                     steps=args.steps, size=args.size, vgg_weights=args.vgg_weights)
+                     steps=args.steps, size=args.size, vgg_weights=args.vgg_weights, direction=args.direction)
     print(result["panel"])
     print(result["out"])
     return 0
@@ -360,7 +391,8 @@ def cmd_export(args):
     formats = [f.strip() for f in args.formats.split(",")] if args.formats else None
     result = export_run(args.source, args.out, formats, calibration=args.calibration,
                         with_preprocessing=args.with_preprocessing, allow_flex=args.allow_flex, opset=args.opset,
-                        int8_io=args.int8_io, fail_on_drop=not args.no_verify_fail, nms=args.nms)
+                        int8_io=args.int8_io, fail_on_drop=not args.no_verify_fail, nms=args.nms,
+                        direction=args.direction)
     print(result["out_dir"])
     return 0
 
@@ -436,7 +468,8 @@ def build_parser():
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("summary", help="per-layer table: shape, receptive field, jump, params, MACs")
-    p.add_argument("name", help="a registered architecture (see `convforge models`)")
+    p.add_argument("name", help="a registered architecture (see `convforge models`), or a recipe: every network it "
+                                "builds (a CycleGAN's generator and PatchGAN discriminator)")
     p.add_argument("--input-shape", type=_shape, default=None, help="HEIGHT,WIDTH,CHANNELS (default: the model's)")
     p.add_argument("--task", default="classification", help="task head to attach (default: classification)")
     p.add_argument("--num-classes", type=int, default=None, help="default: the published class count")
@@ -566,9 +599,12 @@ def build_parser():
     p.add_argument("--content", required=True, help="the content picture: a file, or skimage:NAME (a scikit-image "
                                                     "sample: astronaut, chelsea, coffee, ...)")
     p.add_argument("--style", help="the style picture (gatys, adain; fast: the run's own by default)")
-    p.add_argument("--method", choices=("gatys", "fast", "adain"), default="gatys")
-    p.add_argument("--model", metavar="RUN", help="fast: a style recipe, run folder or .keras; adain: a recipe or "
-                                                  "run folder")
+    p.add_argument("--method", choices=("gatys", "fast", "adain"), default=None,
+                   help="default: the --model's own (adain or fast; a translation run runs as fast), else gatys")
+    p.add_argument("--model", metavar="RUN", help="fast: a style or translation recipe, run folder or .keras; adain: "
+                                                  "a recipe or run folder")
+    p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b",
+                   help="a translation run: A -> B (model.keras, default) or B -> A (model_b2a.keras)")
     p.add_argument("--steps", type=int, default=200, help="gatys: L-BFGS iterations (default 200)")
     p.add_argument("--size", type=int, default=256, help="gatys: the longer side optimized, in pixels (default "
                                                         "256); the result is written at the content's size")
@@ -585,6 +621,9 @@ def build_parser():
     p.add_argument("--calibration", metavar="PATH",
                    help="int8 calibration images: an image folder (normalized by the preprocessing.json saved "
                         "beside the model, else pixels/255) or an .npy array of normalized inputs")
+    p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b",
+                   help="a translation run: a2b exports model.keras (A -> B), b2a model_b2a.keras (default: a2b; "
+                        "b2a's default folder ends in _b2a)")
     p.add_argument("--with-preprocessing", action="store_true",
                    help="the SavedModel takes raw uint8 images of any size and resizes/normalizes them itself")
     p.add_argument("--allow-flex", action="store_true", help="allow TensorFlow (SELECT_TF_OPS) ops in TFLite")

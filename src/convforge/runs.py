@@ -33,9 +33,28 @@ class Run:
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def find_run(source, overrides=()):
+# The model file of each direction a run can hold: a translation run saves its B -> A generator beside model.keras.
+DIRECTIONS = {"a2b": "model.keras", "b2a": "model_b2a.keras"}
+
+
+def find_run(source, overrides=(), direction="a2b"):
     """Resolve a recipe (.yaml: its newest run, read with the overrides it was trained with), a run folder or a
-    .keras file into a Run; raise ConvforgeError when there is no trained model there."""
+    .keras file into a Run; raise ConvforgeError when there is no trained model there. direction "b2a" picks a
+    translation run's B -> A generator (model_b2a.keras)."""
+    if direction not in DIRECTIONS:
+        raise ConvforgeError(f"direction {direction!r} is not accepted; accepted: {', '.join(DIRECTIONS)}")
+    run = _find_run(source, overrides)
+    if direction == "a2b":
+        return run
+    other = run.model_path.parent / DIRECTIONS[direction]
+    if run.run_dir is None or not other.exists():
+        raise ConvforgeError(f"--direction {direction} needs a translation run, which saves "
+                             f"{DIRECTIONS[direction]} beside model.keras; {str(source)!r} has none")
+    return dataclasses.replace(run, model_path=other)
+
+
+def _find_run(source, overrides):
+    """find_run's A -> B (or only) model."""
     from convforge.recipes import load_recipe
     from convforge.train.trainer import latest_run_dir
 
@@ -128,23 +147,26 @@ def evaluate(source, *, weights=None, overrides=(), precision="trained", out=Non
 
 
 def export_run(source, out=None, formats=None, *, calibration=None, with_preprocessing=False, allow_flex=False,
-               opset=None, int8_io=None, fail_on_drop=True, progress=print, nms="graph"):
+               opset=None, int8_io=None, fail_on_drop=True, progress=print, nms="graph", direction="a2b"):
     """Export a trained model (recipe, run folder or .keras) to every format, verified and judged on val.
 
     A run's recipe supplies the formats, thresholds, int8 calibration (un-augmented training images) and the
     val split every artifact is scored on; `calibration` (an image folder or .npy) serves a bare model.
-    Returns convforge.export's result.
+    direction "b2a": a translation run's B -> A generator, calibrated on domain B's pictures and verified
+    against Keras output by output (the val split's ground truth is A -> B's). Returns convforge.export's result.
     """
     import convforge.export as exporter
     from convforge.modelfile import load_model
     from convforge.tasks import get_task
 
-    run = find_run(source)
+    run = find_run(source, direction=direction)
     recipe = run.recipe
     model = load_model(run.model_path)
     formats = list(formats) if formats else (list(recipe.export.formats) if recipe else list(exporter.FORMATS))
-    out = out or (recipe.export.out_dir if recipe and recipe.export.out_dir else
-                  os.path.join("saved_models", recipe.name if recipe else run.model_path.parent.name))
+    if out is None:
+        out = (recipe.export.out_dir if recipe and recipe.export.out_dir else
+               os.path.join("saved_models", recipe.name if recipe else run.model_path.parent.name))
+        out = out if direction == "a2b" else f"{out}_{direction}"  # beside the A -> B export, not over it
     preprocessing, labels = run.saved("preprocessing.json"), run.saved("class_names.json") or None
     say = progress or (lambda *_: None)
     representative = validation = metric = None
@@ -161,8 +183,11 @@ def export_run(source, out=None, formats=None, *, calibration=None, with_preproc
 
         task = get_task(recipe.task, recipe.head)
         if "tflite_int8" in formats and representative is None:
-            representative = representative_images(recipe, recipe.export.representative_size)
+            section = "domain_b" if direction == "b2a" else "train"
+            representative = representative_images(recipe, recipe.export.representative_size, section)
         val, class_names = val_data(recipe)
+        if recipe.data.domain_b is not None and (direction != "a2b" or recipe.data.paired_val is None):
+            val = None  # no ground truth to score this direction's pictures against: outputs are compared only
         if val is not None:
             # metric(predict, batches): the task's headline metric of any runtime's predictions on val
             validation, metric_name, higher_is_better = val, task.headline_metric, task.higher_is_better

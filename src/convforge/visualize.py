@@ -353,3 +353,34 @@ def draw_mesh(image, vertices, faces, out_path):
     with replacing(out_path, "wb") as handle:
         canvas.save(handle, format="PNG")
     return out_path
+
+
+def draw_picture_grid(rows, out_path, row_titles=None, column_titles=None):
+    """Write a grid of pictures: rows of float (N, H, W, 3) arrays on 0..1 (or uint8), each row titled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    columns = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns + 0.6, 1.6 * len(rows)), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(columns):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(row):
+                picture = np.asarray(row[j])
+                ax.imshow(picture if picture.dtype == np.uint8 else np.clip(picture, 0.0, 1.0))
+            if j == 0 and row_titles:
+                ax.set_ylabel(row_titles[i], fontsize=9)
+            if i == 0 and column_titles and j < len(column_titles):
+                ax.set_title(column_titles[j], fontsize=9)
+    fig.tight_layout()
+    try:
+        return _save_figure(fig, out_path)
+    finally:
+        plt.close(fig)

@@ -22,14 +22,14 @@ def _conv_norm(x, filters, kernel, stride, name, activation="relu"):
 
 
 def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsampling="nearest",
-                     name="resnet_generator"):
+                     name="resnet_generator", edge_kernel=9):
     """Johnson et al.'s transformation network: images on the input's scale -> images on 0..1, same size
-    (height and width divisible by 4)."""
+    (height and width divisible by 4); edge_kernel: the first and last convs' size (Johnson 9, CycleGAN 7)."""
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling {upsampling!r} is not accepted; accepted: {', '.join(UPSAMPLING)}")
     first, middle, deep = widths
     inputs = keras.Input(tuple(input_shape), name="image")
-    x = _conv_norm(inputs, first, 9, 1, "down0")
+    x = _conv_norm(inputs, first, edge_kernel, 1, "down0")
     x = _conv_norm(x, middle, 3, 2, "down1")
     x = _conv_norm(x, deep, 3, 2, "down2")
     for i in range(residual_blocks):
@@ -46,7 +46,7 @@ def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsam
             x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"up{i}_in")(x)
             x = layers.Activation("relu", name=f"up{i}_relu")(x)
     # The picture is computed in float32 under a mixed policy, so its 0..1 values keep their precision.
-    x = layers.Conv2D(3, 9, padding="same", name="to_rgb", dtype="float32")(x)
+    x = layers.Conv2D(3, edge_kernel, padding="same", name="to_rgb", dtype="float32")(x)
     outputs = layers.Activation("sigmoid", name="stylized", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 

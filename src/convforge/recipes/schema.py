@@ -119,7 +119,9 @@ def _check_writable(value):
 class ModelSection(_Section):
     """Which architecture, at what input size, with how many classes and which family options."""
 
-    architecture: str = Field(description="a registered name, see `convforge models`")
+    architecture: Optional[str] = Field(None, description="a registered name, see `convforge models`; left out "
+                                                          "for a task that builds its networks from head: "
+                                                          "(translation)")
     input_shape: Optional[Annotated[list[PosInt], Field(min_length=3, max_length=3)]] = Field(
         None, description="[height, width, channels]; null: the architecture's default")
     num_classes: Optional[PosInt] = Field(None, description="null: the number of class names in the data")
@@ -131,6 +133,8 @@ class ModelSection(_Section):
     def _registered(cls, value):
         from convforge.registry import get_spec, list_models
 
+        if value is None:
+            return value
         names = list_models()
         if str(value).lower() not in names:
             raise ValueError(f"{value!r} is not a registered architecture{close_matches(value, names)}; "
@@ -183,7 +187,7 @@ class ModelSection(_Section):
     @model_validator(mode="after")
     def _default_input_shape(self):
         # Spelled out so that the resolved recipe says what was built.
-        if self.input_shape is None:
+        if self.input_shape is None and self.architecture is not None:
             from convforge.registry import get_spec
 
             self.input_shape = list(get_spec(self.architecture).default_input_shape)
@@ -484,6 +488,12 @@ class DataSection(_Section):
     max_instances: PosInt = Field(100, description="objects per image that multi-instance targets are padded "
                                                    "(or cut) to")
     strict: Bool = Field(False, description="fail on unreadable or unlabeled examples instead of skipping")
+    domain_b: Optional[DataSource] = Field(None, description="translation: the second domain's pictures (train "
+                                                             "is the first, also spelled domain_a)")
+    paired_val: Optional[DataSource] = Field(None, description="translation: the val pictures drawn in domain B, "
+                                                               "one for one in the same order (the ground truth "
+                                                               "PSNR is measured against; merged over train like "
+                                                               "val, e.g. {path: ..., style: flat}); null: none")
 
     @model_validator(mode="before")
     @classmethod
@@ -491,6 +501,11 @@ class DataSection(_Section):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        if "domain_a" in data:
+            # domain_a is train's name in a two-domain recipe; one of the two, not both.
+            if "train" in data:
+                raise FieldError(("domain_a",), "data.domain_a is data.train's other name; accepted: one of them")
+            data["train"] = data.pop("domain_a")
         train, val = data.get("train"), data.get("val")
         if not isinstance(train, dict):
             return data
@@ -503,6 +518,13 @@ class DataSection(_Section):
             if "split" not in val and source in SPLIT_SOURCES:
                 merged["split"] = "val"
             data["val"] = merged
+        paired = data.get("paired_val")
+        if isinstance(paired, dict) and paired.get("source", source) == source:
+            # The val rule again: the same scenes as val, drawn otherwise (shapes' style: flat).
+            merged = {**train, **paired}
+            if "split" not in paired and source in SPLIT_SOURCES:
+                merged["split"] = "val"
+            data["paired_val"] = merged
         return data
 
 
@@ -815,7 +837,13 @@ class Recipe(_Section):
     def _across_sections(self, info: ValidationInfo):
         task = _task_class(self.task)
         if task is not None:
-            if task.architectures is not None and self.model.architecture.lower() not in task.architectures:
+            self._fits_domains(task)
+            if task.architectures == ():
+                self._own_networks()
+            elif self.model.architecture is None:
+                raise FieldError(("model", "architecture"), f"missing required field (a {self.task} model needs a "
+                                                            f"backbone); accepted: a registered name, see `convforge models`")
+            elif task.architectures is not None and self.model.architecture.lower() not in task.architectures:
                 raise FieldError(("model", "architecture"), f"{self.model.architecture!r} does not serve "
                                                             f"{self.task}; accepted: {_accepted(task.architectures)}")
             self.head = {**task.head_defaults(self.model.architecture), **(self.head or {})}
@@ -825,7 +853,12 @@ class Recipe(_Section):
             except ValidationError as err:
                 first = err.errors()[0]
                 raise FieldError(("head", *first["loc"]), _pydantic_message(first, options)) from None
-            self._fits_architecture(task(self.head))
+            if task.input_normalization is not None and self.data.normalize != task.input_normalization:
+                raise FieldError(("data", "normalize"), f"{self.data.normalize!r} is not accepted: a {self.task} "
+                                                        f"model reads and writes pixels on 0..1; accepted: "
+                                                        f"{task.input_normalization!r}")
+            if self.model.architecture is not None:
+                self._fits_architecture(task(self.head))
             for i, fmt in enumerate(self.export.formats):
                 if _FORMAT_TABLE[fmt].detectors_only and not task.ends_in_nms:
                     usable = [n for n, row in _FORMAT_TABLE.items() if not row.detectors_only]
@@ -858,16 +891,38 @@ class Recipe(_Section):
             self.export.out_dir = os.path.join("saved_models", self.name)
         return self
 
+    def _fits_domains(self, task):
+        """Two-domain tasks (translation) take data.domain_b, and only they do."""
+        if getattr(task, "domains", 1) == 2:
+            if self.data.domain_b is None:
+                raise FieldError(("data", "domain_b"), f"a {self.task} recipe learns between two domains; "
+                                                       f"accepted: data.domain_a (or train) and data.domain_b")
+            return
+        for field in ("domain_b", "paired_val"):
+            if getattr(self.data, field) is not None:
+                raise FieldError(("data", field), f"data.{field} belongs to two-domain tasks, not {self.task}; "
+                                                  f"accepted: leave it out")
+
+    def _own_networks(self):
+        """A task that builds its networks from head: names no backbone and needs the input size."""
+        model = self.model
+        if model.architecture is not None:
+            raise FieldError(("model", "architecture"), f"a {self.task} recipe builds its networks from head:; "
+                                                        f"accepted: leave model.architecture out")
+        if model.input_shape is None:
+            raise FieldError(("model", "input_shape"), f"a {self.task} recipe needs the picture size; accepted: "
+                                                       f"[height, width, channels]")
+        if model.options:
+            key = next(iter(model.options))
+            raise FieldError(("model", "options", key), f"{key!r}: a {self.task} recipe has no backbone to take "
+                                                        f"options; accepted: its networks' options under head:")
+
     def _fits_architecture(self, task):
         """The backbone has the levels the task's head reads (task: the Task with this recipe's head options);
         classification-top options only where the task has that top."""
         from convforge.registry import get_spec, missing_levels_message
 
         spec = get_spec(self.model.architecture)
-        if task.input_normalization is not None and self.data.normalize != task.input_normalization:
-            raise FieldError(("data", "normalize"), f"{self.data.normalize!r} is not accepted: a {task.name} model "
-                                                    f"reads and writes pixels on 0..1; accepted: "
-                                                    f"{task.input_normalization!r}")
         message = missing_levels_message(spec.name, task.levels, self.model.options, who=f"the {task.name} head")
         if message:
             raise FieldError(("model", "architecture"), message)

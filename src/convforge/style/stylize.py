@@ -24,17 +24,24 @@ def at_size(model, height, width):
     return clone
 
 
+def size_multiple(model):
+    """The multiple a fully convolutional network's side must be: 2 to the number of its stride-2 layers."""
+    strided = [layer for layer in model.layers if max(getattr(layer, "strides", None) or (1,)) > 1]
+    return 2 ** len(strided)
+
+
 def run_network(model, picture):
     """A uint8 picture (H, W, 3) through an image-to-image network reading and writing 0..1, at the picture's size."""
     import tensorflow as tf
 
     height, width = picture.shape[:2]
-    # Two stride-2 stages: the network's side must be a multiple of 4.
-    fitted = (max(4, int(round(height / 4)) * 4), max(4, int(round(width / 4)) * 4))
+    # Each stride-2 stage halves the side, which must come back whole: a multiple of 2 ** stages.
+    m = size_multiple(model)
+    fitted = (max(m, int(round(height / m)) * m), max(m, int(round(width / m)) * m))
     x = tf.image.resize(tf.cast(picture, tf.float32)[None] / 255.0, fitted, antialias=True)
     network = at_size(model, *fitted) if tuple(model.inputs[0].shape[1:3]) != fitted else model
     out = network(x, training=False)
-    out = out["stylized"] if isinstance(out, dict) else out
+    out = next(iter(out.values())) if isinstance(out, dict) else out
     out = tf.image.resize(tf.cast(out, tf.float32), (height, width), method="bicubic")[0].numpy()
     return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
 
@@ -72,10 +79,13 @@ def _panel(pictures, height):
     return np.concatenate(scaled, 1)
 
 
-def stylize(content, out, *, method="gatys", style=None, model=None, steps=200, size=256, vgg_weights=None,
-            progress=print):
+def stylize(content, out, *, method=None, style=None, model=None, steps=200, size=256, vgg_weights=None,
+            progress=print, direction="a2b"):
     """Stylize a content picture (file or skimage:NAME) with `method`; writes `out` (PNG, the content's size)
-    and <out stem>_panel.png (content, style, result). Returns {"out", "panel", "seconds", ...}."""
+    and <out stem>_panel.png (content, style, result). Returns {"out", "panel", "seconds", ...}.
+
+    method None: the model's own (adain for an AdaIN run, fast for any other trained image-to-image network: a
+    fast style run or a translation run, whose `direction` b2a picks its B -> A generator), gatys without one."""
     import time
 
     from PIL import Image
@@ -83,6 +93,8 @@ def stylize(content, out, *, method="gatys", style=None, model=None, steps=200, 
     from convforge.atomic import replacing
     from convforge.style.features import read_style_image
 
+    if method is None:
+        method = "gatys" if model is None else _method_of(model)
     if method not in METHODS:
         raise ConvforgeError(f"method {method!r} is not accepted; accepted: {', '.join(METHODS)}")
     out = pathlib.Path(out)
@@ -121,12 +133,13 @@ def stylize(content, out, *, method="gatys", style=None, model=None, steps=200, 
         from convforge.modelfile import load_model
         from convforge.runs import find_run
 
-        run = find_run(model)
+        run = find_run(model, direction=direction)
         network = load_model(run.model_path, precision="float32")
         shape = network.inputs[0].shape
         if len(network.outputs) != 1 or tuple(network.outputs[0].shape[1:]) != tuple(shape[1:]):
             raise ConvforgeError(f"{model!r} is not an image-to-image model (input {tuple(shape)}, output "
-                                 f"{tuple(network.outputs[0].shape)}); accepted: a task: style run")
+                                 f"{tuple(network.outputs[0].shape)}); accepted: a task: style or translation "
+                                 f"run")
         style = style or (run.recipe.head.get("style_image") if run.recipe is not None else None)
         style_picture = read_style_image(style) if style else None
         result = run_network(network, picture)
@@ -140,3 +153,11 @@ def stylize(content, out, *, method="gatys", style=None, model=None, steps=200, 
     say(f"stylize: {method} in {seconds:.1f} s -> {out}")
     return {"out": str(out), "panel": str(panel_path), "seconds": round(seconds, 2), "method": method, **info}
 
+
+
+def _method_of(model):
+    """The stylize method a trained model runs with: adain for an AdaIN run, fast for the others."""
+    from convforge.runs import find_run
+
+    recipe = find_run(model).recipe
+    return "adain" if recipe is not None and recipe.head.get("name") == "adain" else "fast"

@@ -70,9 +70,12 @@ class Task:
     ends_in_nms = False
     # Whether train.adversarial applies: the model's first output is class scores an attack can climb.
     trains_adversarially = False
-    # The architectures a recipe may name (None: every registered one), and the data.normalize the model is
-    # written for (None: any), both checked when a recipe is validated.
+    # The architectures a recipe may name (None: every registered one; (): none, the task builds its networks
+    # from its head section), and the data.normalize the model is written for (None: any), both checked when a
+    # recipe is validated.
     architectures = None
+    # How many picture domains its recipe reads: 2 adds data.domain_b (and data.paired_val), zipped with train.
+    domains = 1
     input_normalization = None
     Options = NoOptions
     parser: Parser = None
@@ -123,6 +126,14 @@ class Task:
     def inference_model(self, model):
         """Return the model to evaluate and export (training-only outputs removed)."""
         return model
+
+    def other_models(self, model):
+        """{file name: model} saved beside model.keras (a translation's B -> A generator); by default none."""
+        return {}
+
+    def callbacks(self, model, data, run_dir):
+        """Keras callbacks the task adds to a training run (data: the run's train.datasets.RunData)."""
+        return []
 
     def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
         """Return task metrics over a dataset as {name: float}, writing any plots or result files into out_dir;

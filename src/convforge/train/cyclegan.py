@@ -13,10 +13,13 @@ import tensorflow as tf
 
 from convforge.heads.discriminators import ImagePool, cycle_loss, discriminator_loss, generator_loss
 
+NETWORKS = ("generator_ab", "generator_ba", "discriminator_a", "discriminator_b")
+ROW_TITLES = ("A", "A -> B", "A -> B -> A", "B", "B -> A", "B -> A -> B")
 LOSS_NAMES = ("generator_ab_loss", "generator_ba_loss", "discriminator_a_loss", "discriminator_b_loss",
               "cycle_loss", "identity_loss")
 
 
+@keras.saving.register_keras_serializable(package="convforge")
 class CycleGAN(keras.Model):
     """Two generators and two discriminators trained as one; `call` is the A -> B generator."""
 
@@ -29,18 +32,35 @@ class CycleGAN(keras.Model):
         shape = tuple(generator_ab.inputs[0].shape[1:])
         self.pool_a, self.pool_b = ImagePool(pool_size, shape, seed), ImagePool(pool_size, shape, seed + 1)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+        self.val_trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "psnr")}
+
+    def get_config(self):
+        """The four networks (serialized whole) and the loss settings, so a checkpoint of it loads back."""
+        networks = {name: keras.saving.serialize_keras_object(getattr(self, name)) for name in NETWORKS}
+        return {**super().get_config(), **networks, "gan_loss": self.gan_loss, "cycle_weight": self.cycle_weight,
+                "identity_weight": self.identity_weight, "pool_size": self.pool_a.size}
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild from get_config's description."""
+        config = dict(config)
+        networks = [keras.saving.deserialize_keras_object(config.pop(name)) for name in NETWORKS]
+        return cls(*networks, **config)
 
     @property
     def metrics(self):
         """The per-epoch means of every loss (reset by fit at each epoch)."""
-        return list(self.trackers.values())
+        return list(self.trackers.values()) + list(self.val_trackers.values())
 
-    def compile(self, generator_optimizer, discriminator_optimizer, **kwargs):
-        """Set the generators' and the discriminators' optimizers (CycleGAN: Adam 2e-4, beta_1 0.5, for both)."""
-        super().compile(**kwargs)
-        self.generator_optimizer, self.discriminator_optimizer = generator_optimizer, discriminator_optimizer
+    def compile(self, optimizer, discriminator_optimizer=None, **kwargs):
+        """Set the generators' optimizer and the discriminators' (default: a fresh copy of the generators', as
+        CycleGAN trains both with Adam 2e-4, beta_1 0.5); a LossScaleOptimizer (mixed_float16) scales both."""
+        super().compile(optimizer=optimizer, **kwargs)
+        if discriminator_optimizer is None:
+            discriminator_optimizer = optimizer.__class__.from_config(optimizer.get_config())
+        self.generator_optimizer, self.discriminator_optimizer = optimizer, discriminator_optimizer
         # Built here, not inside the first traced step, so their slots are made once, eagerly.
-        generator_optimizer.build(self._generator_variables())
+        optimizer.build(self._generator_variables())
         discriminator_optimizer.build(self._discriminator_variables())
 
     def _generator_variables(self):
@@ -77,14 +97,56 @@ class CycleGAN(keras.Model):
             loss_a = discriminator_loss(self.discriminator_a(real_a, training=True),
                                         self.discriminator_a(shown_a, training=True), kind)
             discriminators = loss_a + loss_b
+            # Scaled for a LossScaleOptimizer (mixed_float16), unchanged otherwise; apply() unscales.
+            scaled_generators = self.generator_optimizer.scale_loss(generators)
+            scaled_discriminators = self.discriminator_optimizer.scale_loss(discriminators)
         generator_variables = self._generator_variables()
-        self.generator_optimizer.apply_gradients(zip(tape.gradient(generators, generator_variables),
+        self.generator_optimizer.apply_gradients(zip(tape.gradient(scaled_generators, generator_variables),
                                                      generator_variables))
         discriminator_variables = self._discriminator_variables()
-        self.discriminator_optimizer.apply_gradients(zip(tape.gradient(discriminators, discriminator_variables),
+        self.discriminator_optimizer.apply_gradients(zip(tape.gradient(scaled_discriminators,
+                                                                       discriminator_variables),
                                                          discriminator_variables))
         del tape
         values = (adversarial_ab, adversarial_ba, loss_a, loss_b, cycled, identity)
         for name, value in zip(LOSS_NAMES, values):
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def test_step(self, data):
+        """Validation on pictures of A: the round trip's L1 (`loss`) and, against paired ground truth in the
+        targets ({"paired": ...}), the translations' PSNR."""
+        images, targets = data[0], data[1]
+        fake_b = self.generator_ab(images, training=False)
+        cycled = cycle_loss(images, self.generator_ba(fake_b, training=False))
+        self.val_trackers["loss"].update_state(cycled)
+        if isinstance(targets, dict) and "paired" in targets:
+            truth = tf.cast(targets["paired"], tf.float32)
+            picture = tf.clip_by_value(tf.cast(fake_b, tf.float32), 0.0, 1.0)
+            self.val_trackers["psnr"].update_state(tf.reduce_mean(tf.image.psnr(picture, truth, 1.0)))
+            return {name: tracker.result() for name, tracker in self.val_trackers.items()}
+        return {"loss": self.val_trackers["loss"].result()}
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """After every epoch, a PNG of fixed pictures through both generators: rows A, A -> B, A -> B -> A, then B,
+    B -> A, B -> A -> B (samples/epoch_NNN.png in the run folder), to watch the translation form."""
+
+    def __init__(self, pictures_a, pictures_b, folder):
+        super().__init__()
+        self.pictures_a, self.pictures_b, self.folder = pictures_a, pictures_b, folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Write this epoch's grid."""
+        import numpy as np
+
+        from convforge.visualize import draw_picture_grid
+
+        model = self.model
+        rows = []
+        for pictures, there, back in ((self.pictures_a, model.generator_ab, model.generator_ba),
+                                      (self.pictures_b, model.generator_ba, model.generator_ab)):
+            moved = np.asarray(there(pictures, training=False), np.float32)
+            rows += [pictures, moved, np.asarray(back(moved, training=False), np.float32)]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        draw_picture_grid(rows, self.folder / f"epoch_{epoch + 1:03d}.png", ROW_TITLES)

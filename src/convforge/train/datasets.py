@@ -18,6 +18,7 @@ class RunData:
     one_hot: bool
     preprocessing: dict
     val_source: object = None  # what `val` was built from, in order (evaluation reports in its terms)
+    domain_b: object = None  # a two-domain recipe's second domain as inference sees it (no augmentation)
 
 
 def input_shape_of(recipe):
@@ -85,26 +86,50 @@ def model_class_names(recipe, source):
     return get_task(recipe.task, recipe.head).label_names(names, source) if names else []
 
 
-def plain_train_dataset(recipe):
-    """The training split as the model sees it at inference: no augmentation, no shuffle (int8 calibration)."""
+def plain_train_dataset(recipe, section="train"):
+    """The training split (or data.domain_b's) as the model sees it at inference: no augmentation, no shuffle
+    (int8 calibration)."""
     from convforge.data import build_dataset
 
-    source = open_source(recipe.data.train, recipe.data.strict)
+    source = open_source(getattr(recipe.data, section), recipe.data.strict)
     num_classes = recipe.model.num_classes or len(model_class_names(recipe, source))
     return build_dataset(source, training=False, cache=False, **_common(recipe, num_classes, False))
 
 
-def representative_images(recipe, count):
-    """Up to `count` training images as the model sees them at inference (no augmentation), for int8
-    calibration; the val split stays unseen, for judging."""
+def representative_images(recipe, count, section="train"):
+    """Up to `count` training images (of data.train, or of data.domain_b for a B -> A model) as the model sees
+    them at inference (no augmentation), for int8 calibration; the val split stays unseen, for judging."""
     import numpy as np
 
     batches = []
-    for images, _ in plain_train_dataset(recipe):
+    for images, _ in plain_train_dataset(recipe, section):
         batches.append(np.asarray(images))
         if sum(len(b) for b in batches) >= count:
             break
     return np.concatenate(batches)[:count]
+
+
+def with_pairs(val_ds, paired_ds):
+    """A two-domain task's val batches: (pictures, {"label": their labels, "paired": the same scenes drawn in
+    domain B}), or without "paired" when the recipe has no paired ground truth."""
+    import tensorflow as tf
+
+    if paired_ds is None:
+        return val_ds.map(lambda x, y: (x, {"label": y}))
+    return tf.data.Dataset.zip(val_ds, paired_ds).map(lambda a, b: (a[0], {"label": a[1], "paired": b[0]}))
+
+
+def _paired(recipe, common, val_ds):
+    """val_ds with the recipe's paired ground truth zipped in, for a two-domain recipe (else val_ds)."""
+    from convforge.data import build_dataset
+
+    data = recipe.data
+    if data.domain_b is None or val_ds is None:
+        return val_ds
+    paired = None
+    if data.paired_val is not None:
+        paired = build_dataset(open_source(data.paired_val, data.strict), training=False, cache=False, **common)
+    return with_pairs(val_ds, paired)
 
 
 def val_data(recipe):
@@ -126,7 +151,8 @@ def val_split(recipe):
         return None, class_names, None
     val_source = open_source(data.val, data.strict)
     num_classes = recipe.model.num_classes or len(class_names)
-    dataset = build_dataset(val_source, training=False, cache=False, **_common(recipe, num_classes, False))
+    common = _common(recipe, num_classes, False)
+    dataset = _paired(recipe, common, build_dataset(val_source, training=False, cache=False, **common))
     return dataset, class_names, val_source
 
 
@@ -148,19 +174,35 @@ def datasets_for_recipe(recipe, task, skip_epochs=0):
     one_hot = bool(train_cfg.label_smoothing) or mixes_labels(augment)
     common = _common(recipe, num_classes, one_hot)
     normalize = common["normalize"]
+    two_domains = data.domain_b is not None
     train_ds = build_dataset(train_source, training=True, cache=data.cache, shuffle_buffer=data.shuffle_buffer,
                              augment=augment, seed=train_cfg.seed, deterministic=train_cfg.deterministic,
-                             drop_remainder=False, **common)
+                             drop_remainder=two_domains, **common)
     val_ds = build_dataset(val_source, training=False, cache=data.cache, **common) if val_source else None
+    val_ds = _paired(recipe, common, val_ds)
+    domain_b = None
+    if two_domains:
+        b_source = open_source(data.domain_b, data.strict)
+        # The second domain shuffles and augments on its own seed, so the pairs a batch makes are not fixed.
+        b_train = build_dataset(b_source, training=True, cache=data.cache, shuffle_buffer=data.shuffle_buffer,
+                                augment=augment, seed=train_cfg.seed + 1, deterministic=train_cfg.deterministic,
+                                drop_remainder=True, **common)
+        domain_b = build_dataset(b_source, training=False, cache=False, **common)
     aspect = input_shape[1] / input_shape[0]
     train_count = _count(train_source, common["task"], aspect)
     if train_count is None:
         train_count = sum(int(x.shape[0]) for x, _ in train_ds)
     steps = train_cfg.steps_per_epoch or max(1, math.ceil(train_count / data.batch_size))
     train_ds = train_ds.repeat()
+    if two_domains:
+        import tensorflow as tf
+
+        # Unpaired: each step takes a batch of each domain, (pictures of A, pictures of B).
+        train_ds = tf.data.Dataset.zip(train_ds, b_train.repeat()).map(lambda a, b: (a[0], b[0]))
+        steps = train_cfg.steps_per_epoch or max(1, train_count // data.batch_size)
     if skip_epochs:
         train_ds = train_ds.skip(skip_epochs * steps)
     val_count = _count(val_source, common["task"], aspect) if val_source else 0
     return RunData(train=train_ds, val=val_ds, class_names=class_names, train_count=train_count,
                    val_count=val_count or 0, steps_per_epoch=steps, one_hot=common["one_hot"],
-                   preprocessing=preprocessing(input_shape, normalize), val_source=val_source)
+                   preprocessing=preprocessing(input_shape, normalize), val_source=val_source, domain_b=domain_b)

@@ -179,7 +179,8 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
     data = datasets_for_recipe(recipe, task, skip_epochs=initial_epoch)
     num_classes = recipe.model.num_classes or len(data.class_names)
     input_shape = input_shape_of(recipe)
-    printer(f"{recipe.name}: {recipe.model.architecture} for {recipe.task}, {num_classes} classes, "
+    networks = recipe.model.architecture or recipe.head.get("name", "its own networks")
+    printer(f"{recipe.name}: {networks} for {recipe.task}, {num_classes} classes, "
             f"input {input_shape}, precision {policy}, strategy {type(strategy).__name__} "
             f"({strategy.num_replicas_in_sync} replicas), "
             f"{data.train_count} train / {data.val_count} val {'crops' if task.parser.views else 'images'}")
@@ -229,6 +230,7 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         GuardedBackupAndRestore(str(backup_dir), guard=nan_guard, double_checkpoint=True, delete_checkpoint=False),
         EpochSummary(train_cfg.epochs, printer),
+        *task.callbacks(model, data, run_dir),
     ]
     if train_cfg.early_stopping:
         es = train_cfg.early_stopping
@@ -257,6 +259,8 @@ def _fit(recipe, train_cfg, policy, strategy, run_dir, initial_epoch, printer, v
     inference = _inference_copy(task.inference_model(model))
     model_path = run_dir / "model.keras"
     inference.save(model_path)
+    for file_name, other in task.other_models(model).items():
+        _inference_copy(other).save(run_dir / file_name)
     epochs_done = _initial_epoch(backup_dir) or (initial_epoch + len(history.epoch))
     logs = {k: v[-1] for k, v in history.history.items()} if history.epoch else {}
     metrics = {**_metric_names(logs), "epochs_completed": epochs_done, "seconds": round(seconds, 2),
