@@ -108,3 +108,61 @@ def test_cyclegan_trains_with_finite_losses_and_a_falling_cycle_loss(tmp_path):
     assert all(np.isfinite(history[name]).all() for name in LOSS_NAMES)
     assert history["cycle_loss"][-1] < history["cycle_loss"][0]
     assert model(flat[:2]).shape == (2, 32, 32, 3)
+
+
+def test_patchgan_norms_keep_the_field_and_differ_only_in_their_normalization_weights():
+    """instance: per-picture gamma/beta; batch adds moving statistics; none: biases on every conv instead."""
+    params = {norm: d.patchgan((64, 64, 3), filters=8, downsamplings=3, norm=norm).count_params()
+              for norm in d.NORMS}
+    # Layers 1..3 (16, 32, 64 channels) carry the normalization: 2 * 112 gamma/beta for instance, 4 * 112 for batch;
+    # without it those convs take biases (112) instead.
+    assert params["batch"] - params["instance"] == 2 * 112
+    assert params["instance"] - params["none"] == 2 * 112 - 112
+    for norm in d.NORMS:
+        model = d.patchgan((64, 64, 3), filters=8, downsamplings=3, norm=norm)
+        assert tuple(convforge.receptive_fields(model)["patch_logits"].size) == (70, 70)
+    with pytest.raises(ValueError, match="accepted: instance, batch, none"):
+        d.patchgan((64, 64, 3), norm="layer")
+
+
+def test_the_input_skip_generator_starts_as_the_identity():
+    """With the last conv's kernel and bias at zero, sigmoid(0 + logit(x)) gives the picture back (to the clip
+    margin); the plain generator gives 0.5 everywhere instead."""
+    from convforge.heads.generators import resnet_generator
+
+    pictures = np.random.default_rng(0).uniform(0.01, 0.99, (2, 16, 16, 3)).astype("float32")
+    for skip, expected in ((True, pictures), (False, np.full_like(pictures, 0.5))):
+        model = resnet_generator((16, 16, 3), (4, 4, 8), 1, edge_kernel=3, input_skip=skip)
+        rgb = model.get_layer("to_rgb")
+        rgb.set_weights([np.zeros_like(w) for w in rgb.get_weights()])
+        np.testing.assert_allclose(np.asarray(model(pictures)), expected, atol=1e-5)
+
+
+def test_per_domain_cycle_weights_weigh_each_round_trip_and_its_identity_term():
+    """cycle_weight [wa, wb]: the generators' objective is the adversarial terms + wa (cycle_a + idt identity_a) +
+    wb (cycle_b + idt identity_b), each term equal to its definition; a single weight serves both domains."""
+    from convforge.heads.generators import resnet_generator
+    from convforge.train.cyclegan import CycleGAN
+
+    def cyclegan(weight, names):
+        return CycleGAN(*(resnet_generator((16, 16, 3), (4, 4, 8), 0, edge_kernel=3, name=n) for n in names[:2]),
+                        *(d.patchgan((16, 16, 3), 4, 1, name=n) for n in names[2:]), cycle_weight=weight,
+                        identity_weight=0.5)
+
+    model = cyclegan([1.0, 10.0], ("g1", "g2", "d1", "d2"))
+    assert model.cycle_weights == (1.0, 10.0) and cyclegan(3.0, ("g3", "g4", "d3", "d4")).cycle_weights == (3.0, 3.0)
+    config = model.get_config()
+    assert config["cycle_weight"] == [1.0, 10.0] and CycleGAN.from_config(config).cycle_weights == (1.0, 10.0)
+    a, b = np.random.default_rng(1).uniform(size=(2, 2, 16, 16, 3)).astype("float32")
+    terms = {k: np.asarray(v) for k, v in model.generator_losses(a, b, training=False).items()}
+    g_ab, g_ba = model.generator_ab, model.generator_ba
+    mae = lambda x, y: float(np.mean(np.abs(x - np.asarray(y))))  # noqa: E731
+    assert float(terms["cycle_a"]) == pytest.approx(mae(a, g_ba(g_ab(a))), rel=1e-5)
+    assert float(terms["cycle_b"]) == pytest.approx(mae(b, g_ab(g_ba(b))), rel=1e-5)
+    assert float(terms["identity_a"]) == pytest.approx(mae(a, g_ba(a)), rel=1e-5)
+    assert float(terms["identity_b"]) == pytest.approx(mae(b, g_ab(b)), rel=1e-5)
+    assert float(terms["adversarial_ab"]) == pytest.approx(
+        float(np.mean((np.asarray(model.discriminator_b(g_ab(a))) - 1.0) ** 2)), rel=1e-5)
+    expected = (terms["adversarial_ab"] + terms["adversarial_ba"] + 1.0 * (terms["cycle_a"] + 0.5 * terms["identity_a"])
+                + 10.0 * (terms["cycle_b"] + 0.5 * terms["identity_b"]))
+    assert float(terms["total"]) == pytest.approx(float(expected), rel=1e-5)

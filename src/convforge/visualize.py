@@ -384,3 +384,17 @@ def draw_picture_grid(rows, out_path, row_titles=None, column_titles=None):
         return _save_figure(fig, out_path)
     finally:
         plt.close(fig)
+
+
+def draw_beside(image, picture, out_path):
+    """Write a uint8 picture (H, W, C) beside a network's picture of it (on 0..1, batched or not), at its size."""
+    import numpy as np
+    from PIL import Image
+
+    picture = np.asarray(picture, np.float32)
+    picture = picture[0] if picture.ndim == 4 else picture
+    made = np.clip(np.round(picture * 255), 0, 255).astype(np.uint8)
+    original = np.asarray(Image.fromarray(np.asarray(image, np.uint8)).resize(made.shape[1::-1]))
+    with replacing(out_path, "wb") as handle:
+        Image.fromarray(np.concatenate([original, made], 1)).save(handle, format="png")
+    return out_path

@@ -12,17 +12,28 @@ from keras import layers, ops
 GAN_LOSSES = ("least_squares", "non_saturating")
 
 
-def patchgan(input_shape, filters=64, downsamplings=3, name="patchgan"):
-    """PatchGAN: pictures (H, W, C) -> a map of real/fake logits, one per overlapping patch."""
+NORMS = ("instance", "batch", "none")
+
+
+def patchgan(input_shape, filters=64, downsamplings=3, name="patchgan", norm="instance"):
+    """PatchGAN: pictures (H, W, C) -> a map of real/fake logits, one per overlapping patch. norm: instance
+    (CycleGAN's), batch (pix2pix's) or none; instance normalization rescales every feature map of a picture to unit
+    variance, so how strong a texture is (its contrast) is lost to the layers above it."""
+    if norm not in NORMS:
+        raise ValueError(f"norm {norm!r} is not accepted; accepted: {', '.join(NORMS)}")
     inputs = keras.Input(tuple(input_shape), name="image")
     x = inputs
     for i in range(downsamplings + 1):
         # The last of these keeps the resolution (stride 1) before the one-channel logit map, as in pix2pix.
         stride = 2 if i < downsamplings else 1
         width = filters * 2 ** min(i, 3)
-        x = layers.Conv2D(width, 4, strides=stride, padding="same", use_bias=i == 0, name=f"disc{i}_conv")(x)
-        if i > 0:
+        normalized = i > 0 and norm != "none"
+        x = layers.Conv2D(width, 4, strides=stride, padding="same", use_bias=not normalized,
+                          name=f"disc{i}_conv")(x)
+        if normalized and norm == "instance":
             x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"disc{i}_in")(x)
+        elif normalized:
+            x = layers.BatchNormalization(name=f"disc{i}_bn")(x)
         x = layers.LeakyReLU(0.2, name=f"disc{i}_lrelu")(x)
     logits = layers.Conv2D(1, 4, padding="same", name="patch_logits", dtype="float32")(x)
     return keras.Model(inputs, logits, name=name)

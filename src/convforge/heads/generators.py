@@ -9,7 +9,7 @@ LeakyReLU 0.2, then nearest upsampling + conv back up with each level's encoder 
 carry the picture's edges across). The output is an image on 0..1 (a sigmoid).
 """
 import keras
-from keras import layers
+from keras import layers, ops
 
 UPSAMPLING = ("nearest", "transpose")
 
@@ -22,9 +22,10 @@ def _conv_norm(x, filters, kernel, stride, name, activation="relu"):
 
 
 def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsampling="nearest",
-                     name="resnet_generator", edge_kernel=9):
+                     name="resnet_generator", edge_kernel=9, input_skip=False):
     """Johnson et al.'s transformation network: images on the input's scale -> images on 0..1, same size
-    (height and width divisible by 4); edge_kernel: the first and last convs' size (Johnson 9, CycleGAN 7)."""
+    (height and width divisible by 4); edge_kernel: the first and last convs' size (Johnson 9, CycleGAN 7);
+    input_skip: the network predicts a change to the input picture (on 0..1) instead of a new picture."""
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling {upsampling!r} is not accepted; accepted: {', '.join(UPSAMPLING)}")
     first, middle, deep = widths
@@ -47,8 +48,28 @@ def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsam
             x = layers.Activation("relu", name=f"up{i}_relu")(x)
     # The picture is computed in float32 under a mixed policy, so its 0..1 values keep their precision.
     x = layers.Conv2D(3, edge_kernel, padding="same", name="to_rgb", dtype="float32")(x)
+    if input_skip:
+        x = layers.Add(name="input_skip", dtype="float32")([x, InputLogit(name="input_logit")(inputs)])
     outputs = layers.Activation("sigmoid", name="stylized", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="convforge")
+class InputLogit(layers.Layer):
+    """The logit of a picture on 0..1 (clipped off 0 and 1), so that sigmoid(logit + change) starts as the picture
+    itself: a generator with this skip learns what to change, and begins as the identity (many translations,
+    like removing texture, leave most of a picture as it is)."""
+
+    def __init__(self, margin=1e-3, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.margin = float(margin)
+
+    def call(self, images):
+        x = ops.clip(ops.cast(images, "float32"), self.margin, 1.0 - self.margin)
+        return ops.log(x) - ops.log(1.0 - x)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
 
 
 def unet_generator(input_shape, widths=(32, 64, 128, 256), name="unet_generator"):

@@ -275,14 +275,6 @@ class Style(Task):
 
     def draw(self, image, outputs, class_names, out_path):
         """Write the picture beside its stylized version."""
-        from PIL import Image
+        from convforge.visualize import draw_beside
 
-        from convforge.atomic import replacing
-
-        picture = np.asarray(outputs, np.float32)
-        picture = picture[0] if picture.ndim == 4 else picture
-        stylized = np.clip(np.round(picture * 255), 0, 255).astype(np.uint8)
-        original = np.asarray(Image.fromarray(np.asarray(image, np.uint8)).resize(stylized.shape[1::-1]))
-        with replacing(out_path, "wb") as handle:
-            Image.fromarray(np.concatenate([original, stylized], 1)).save(handle, format="png")
-        return out_path
+        return draw_beside(image, outputs, out_path)

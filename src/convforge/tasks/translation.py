@@ -14,7 +14,7 @@ judged by. With `head.judge` (a classifier trained on domain B: a run folder or 
 classifier's accuracy on the translations (pix2pix's "FCN score"), on the untranslated pictures and on the ground
 truth, for pictures that hold one labelled object.
 """
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -37,6 +37,8 @@ class GeneratorOptions(BaseModel):
                                                                                "transposed convs")
     edge_kernel: int = Field(7, ge=1, description="resnet: the first and last convs' size (CycleGAN's 7; "
                                                   "Johnson's 9)")
+    input_skip: bool = Field(False, description="resnet: predict a change to the input picture (the network starts "
+                                                "as the identity) instead of a new picture")
 
     @field_validator("widths")
     @classmethod
@@ -54,6 +56,9 @@ class DiscriminatorOptions(BaseModel):
     filters: int = Field(64, ge=1, description="the first layer's width (doubling per stride-2 layer, up to 8x)")
     downsamplings: int = Field(3, ge=1, le=6, description="stride-2 layers: 3 gives CycleGAN's 70x70-pixel "
                                                           "patches (`convforge summary RECIPE` prints the field)")
+    norm: Literal["instance", "batch", "none"] = Field("instance", description="CycleGAN's instance "
+                                                                               "normalization, pix2pix's batch, "
+                                                                               "or none")
 
 
 class TranslationOptions(BaseModel):
@@ -64,9 +69,19 @@ class TranslationOptions(BaseModel):
     generator: GeneratorOptions = Field(default_factory=GeneratorOptions)
     discriminator: DiscriminatorOptions = Field(default_factory=DiscriminatorOptions)
     gan_loss: Literal["least_squares", "non_saturating"] = "least_squares"
-    cycle_weight: float = Field(10.0, ge=0, description="the round trips' L1 weight (CycleGAN's lambda)")
-    identity_weight: float = Field(0.5, ge=0, description="the identity loss, as a share of cycle_weight")
+    cycle_weight: Union[float, tuple[float, float]] = Field(
+        10.0, description="the round trips' L1 weight (CycleGAN's lambda), or [A -> B -> A, B -> A -> B] (lambda_A, "
+                          "lambda_B): lower for a round trip that must restore what the translation drops")
+    identity_weight: float = Field(0.5, ge=0, description="the identity loss, as a share of each domain's cycle "
+                                                          "weight")
     pool_size: int = Field(50, ge=0, description="generated pictures the discriminators' history keeps (0: none)")
+    @field_validator("cycle_weight")
+    @classmethod
+    def _non_negative(cls, value):
+        if min(value if isinstance(value, tuple) else (value,)) < 0:
+            raise ValueError(f"{value} is not accepted; accepted: weights >= 0")
+        return value
+
     judge: Optional[str] = Field(None, description="a classifier trained on domain B (run folder or .keras): "
                                                    "evaluation reports its accuracy on the translations")
 
@@ -124,14 +139,14 @@ class Translation(Task):
                     raise ModelError(f"head.generator.widths {list(widths)} is not accepted; accepted: three "
                                      f"widths for the resnet generator")
                 return resnet_generator(input_shape, widths, g.residual_blocks, g.upsampling, name=name,
-                                        edge_kernel=g.edge_kernel)
+                                        edge_kernel=g.edge_kernel, input_skip=g.input_skip)
             return unet_generator(input_shape, tuple(g.widths or (32, 64, 128, 256)), name=name)
 
         d = o.discriminator
         with precision(dtype):
             networks = (generator("generator_ab"), generator("generator_ba"),
-                        patchgan(input_shape, d.filters, d.downsamplings, name="discriminator_a"),
-                        patchgan(input_shape, d.filters, d.downsamplings, name="discriminator_b"))
+                        patchgan(input_shape, d.filters, d.downsamplings, name="discriminator_a", norm=d.norm),
+                        patchgan(input_shape, d.filters, d.downsamplings, name="discriminator_b", norm=d.norm))
         return CycleGAN(*networks, gan_loss=o.gan_loss, cycle_weight=o.cycle_weight,
                         identity_weight=o.identity_weight, pool_size=o.pool_size, name="cyclegan")
 
@@ -233,9 +248,9 @@ class Translation(Task):
 
     def draw(self, image, outputs, class_names, out_path):
         """Write the picture beside its translation."""
-        from convforge.tasks.style import Style
+        from convforge.visualize import draw_beside
 
-        return Style.draw(self, image, outputs, class_names, out_path)
+        return draw_beside(image, outputs, out_path)
 
 
 def _first_pictures(dataset, count):

@@ -2,8 +2,9 @@
 PatchGAN discriminators learn together from unpaired pictures of two domains.
 
 Each step: the generators are scored by the discriminators (least-squares or non-saturating GAN loss), by how well
-a round trip returns the picture (cycle loss, weight `cycle_weight`) and by how little they change a picture
-already in their target domain (identity loss, `identity_weight` x `cycle_weight`, as CycleGAN weighs it); the
+a round trip returns the picture (cycle loss, weight `cycle_weight`, one or one per domain) and by how little they
+change a picture already in their target domain (identity loss, `identity_weight` x that domain's cycle weight, as
+CycleGAN weighs it); the
 discriminators then learn real pictures against generated ones drawn from an image pool of earlier generations.
 `CycleGAN` is a keras.Model whose `fit` takes (pictures of A, pictures of B) batches on 0..1 and logs every
 loss per epoch; calling it translates A -> B.
@@ -28,7 +29,11 @@ class CycleGAN(keras.Model):
         super().__init__(**kwargs)
         self.generator_ab, self.generator_ba = generator_ab, generator_ba
         self.discriminator_a, self.discriminator_b = discriminator_a, discriminator_b
-        self.gan_loss, self.cycle_weight, self.identity_weight = gan_loss, float(cycle_weight), float(identity_weight)
+        # One weight for both round trips, or (A -> B -> A, B -> A -> B) as CycleGAN's lambda_A and lambda_B: a
+        # translation that drops information (texture -> flat) cannot return it, so its round trip weighs less.
+        pair = tuple(cycle_weight) if isinstance(cycle_weight, (list, tuple)) else (cycle_weight, cycle_weight)
+        self.cycle_weights = tuple(float(w) for w in pair)
+        self.gan_loss, self.identity_weight = gan_loss, float(identity_weight)
         shape = tuple(generator_ab.inputs[0].shape[1:])
         self.pool_a, self.pool_b = ImagePool(pool_size, shape, seed), ImagePool(pool_size, shape, seed + 1)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
@@ -37,7 +42,7 @@ class CycleGAN(keras.Model):
     def get_config(self):
         """The four networks (serialized whole) and the loss settings, so a checkpoint of it loads back."""
         networks = {name: keras.saving.serialize_keras_object(getattr(self, name)) for name in NETWORKS}
-        return {**super().get_config(), **networks, "gan_loss": self.gan_loss, "cycle_weight": self.cycle_weight,
+        return {**super().get_config(), **networks, "gan_loss": self.gan_loss, "cycle_weight": list(self.cycle_weights),
                 "identity_weight": self.identity_weight, "pool_size": self.pool_a.size}
 
     @classmethod
@@ -73,23 +78,34 @@ class CycleGAN(keras.Model):
         """Translate pictures of domain A into domain B."""
         return self.generator_ab(images, training=training)
 
+    def generator_losses(self, real_a, real_b, training=True):
+        """The generators' objective and its terms for a batch of each domain: {"fake_a", "fake_b",
+        "adversarial_ab", "adversarial_ba", "cycle_a", "cycle_b", "identity_a", "identity_b", "total"}, where
+        total = the adversarial terms + w_A (cycle_a + identity_weight identity_a) + w_B (the same for B), each
+        domain's identity term weighed by that domain's cycle weight as in CycleGAN."""
+        kind = self.gan_loss
+        fake_b = self.generator_ab(real_a, training=training)
+        fake_a = self.generator_ba(real_b, training=training)
+        terms = {"fake_a": fake_a, "fake_b": fake_b,
+                 "adversarial_ab": generator_loss(self.discriminator_b(fake_b, training=training), kind),
+                 "adversarial_ba": generator_loss(self.discriminator_a(fake_a, training=training), kind),
+                 "cycle_a": cycle_loss(real_a, self.generator_ba(fake_b, training=training)),
+                 "cycle_b": cycle_loss(real_b, self.generator_ab(fake_a, training=training)),
+                 "identity_a": cycle_loss(real_a, self.generator_ba(real_a, training=training)),
+                 "identity_b": cycle_loss(real_b, self.generator_ab(real_b, training=training))}
+        weight_a, weight_b = self.cycle_weights
+        terms["total"] = (terms["adversarial_ab"] + terms["adversarial_ba"]
+                          + weight_a * (terms["cycle_a"] + self.identity_weight * terms["identity_a"])
+                          + weight_b * (terms["cycle_b"] + self.identity_weight * terms["identity_b"]))
+        return terms
+
     def train_step(self, data):
         """One update of both generators, then of both discriminators; returns the running loss means."""
         real_a, real_b = data[0], data[1]
         kind = self.gan_loss
         with tf.GradientTape(persistent=True) as tape:
-            fake_b = self.generator_ab(real_a, training=True)
-            fake_a = self.generator_ba(real_b, training=True)
-            cycled_a = self.generator_ba(fake_b, training=True)
-            cycled_b = self.generator_ab(fake_a, training=True)
-            same_a = self.generator_ba(real_a, training=True)
-            same_b = self.generator_ab(real_b, training=True)
-            adversarial_ab = generator_loss(self.discriminator_b(fake_b, training=True), kind)
-            adversarial_ba = generator_loss(self.discriminator_a(fake_a, training=True), kind)
-            cycled = cycle_loss(real_a, cycled_a) + cycle_loss(real_b, cycled_b)
-            identity = cycle_loss(real_a, same_a) + cycle_loss(real_b, same_b)
-            generators = (adversarial_ab + adversarial_ba + self.cycle_weight * cycled
-                          + self.identity_weight * self.cycle_weight * identity)
+            terms = self.generator_losses(real_a, real_b)
+            fake_a, fake_b, generators = terms["fake_a"], terms["fake_b"], terms["total"]
             shown_b = self.pool_b.query(tf.stop_gradient(fake_b))
             shown_a = self.pool_a.query(tf.stop_gradient(fake_a))
             loss_b = discriminator_loss(self.discriminator_b(real_b, training=True),
@@ -108,7 +124,8 @@ class CycleGAN(keras.Model):
                                                                        discriminator_variables),
                                                          discriminator_variables))
         del tape
-        values = (adversarial_ab, adversarial_ba, loss_a, loss_b, cycled, identity)
+        values = (terms["adversarial_ab"], terms["adversarial_ba"], loss_a, loss_b,
+                  terms["cycle_a"] + terms["cycle_b"], terms["identity_a"] + terms["identity_b"])
         for name, value in zip(LOSS_NAMES, values):
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
