@@ -166,3 +166,25 @@ def test_per_domain_cycle_weights_weigh_each_round_trip_and_its_identity_term():
     expected = (terms["adversarial_ab"] + terms["adversarial_ba"] + 1.0 * (terms["cycle_a"] + 0.5 * terms["identity_a"])
                 + 10.0 * (terms["cycle_b"] + 0.5 * terms["identity_b"]))
     assert float(terms["total"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_the_discriminators_optimizer_is_a_copy_at_the_ttur_ratio():
+    """discriminator_lr_ratio: the discriminators get a fresh optimizer of the same kind at that multiple of the
+    generators' rate, schedule kept (and the loss-scale wrapper of mixed_float16 kept around it)."""
+    import keras
+
+    from convforge.heads.generators import resnet_generator
+    from convforge.train.cyclegan import CycleGAN
+    from convforge.train.schedules import WarmupSchedule, scaled_copy
+
+    model = CycleGAN(*(resnet_generator((16, 16, 3), (4, 4, 8), 0, edge_kernel=3, name=n) for n in ("g5", "g6")),
+                     *(d.patchgan((16, 16, 3), 4, 1, name=n) for n in ("d5", "d6")), discriminator_lr_ratio=4.0)
+    schedule = WarmupSchedule(1e-3, 100, kind="cosine")
+    model.compile(keras.optimizers.Adam(schedule, beta_1=0.5))
+    disc = model.discriminator_optimizer
+    assert disc is not model.generator_optimizer and isinstance(disc, keras.optimizers.Adam) and disc.beta_1 == 0.5
+    for step in (0, 50):
+        assert float(disc._learning_rate(step)) == pytest.approx(4.0 * float(schedule(step)))
+    wrapped = scaled_copy(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)), 3.0)
+    assert isinstance(wrapped, keras.optimizers.LossScaleOptimizer)
+    assert float(wrapped.inner_optimizer.learning_rate) == pytest.approx(0.3)

@@ -334,7 +334,10 @@ _KNOWN_TYPES = frozenset(SUPPORTED_LAYER_TYPES)
 
 
 def _kind(op):
-    """Return the first class name in op's MRO that convmath knows, so subclasses are followed."""
+    """Return the first class name in op's MRO that convmath knows, so subclasses are followed; a layer that
+    declares `pixelwise = True` (a per-pixel map of its input, such as a colour conversion) passes fields on."""
+    if getattr(op, "pixelwise", False):
+        return "Identity"
     for cls in type(op).__mro__:
         if cls.__name__ in _KNOWN_TYPES and cls.__name__ not in ("Functional", "Sequential"):
             return cls.__name__

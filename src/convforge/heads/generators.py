@@ -14,40 +14,55 @@ from keras import layers, ops
 UPSAMPLING = ("nearest", "transpose")
 
 
-def _conv_norm(x, filters, kernel, stride, name, activation="relu"):
-    """Conv, instance normalization (GroupNormalization with one group per channel), activation."""
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+PADDINGS = ("zeros", "reflect")
+
+
+def _conv_norm(x, filters, kernel, stride, name, activation="relu", padding="zeros"):
+    """Conv, instance normalization (GroupNormalization with one group per channel), activation; padding reflect
+    (stride-1 convs): the picture mirrored at its border instead of zeros, as CycleGAN pads, so the border is
+    not a feature the network learns to paint frames around."""
+    if padding == "reflect" and stride == 1 and kernel > 1:
+        x = ReflectionPadding2D(kernel // 2, name=f"{name}_pad")(x)
+        x = layers.Conv2D(filters, kernel, padding="valid", use_bias=False, name=f"{name}_conv")(x)
+    else:
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"{name}_in")(x)
     return layers.Activation(activation, name=f"{name}_{activation}")(x) if activation else x
 
 
 def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsampling="nearest",
-                     name="resnet_generator", edge_kernel=9, input_skip=False):
+                     name="resnet_generator", edge_kernel=9, input_skip=False, padding="zeros"):
     """Johnson et al.'s transformation network: images on the input's scale -> images on 0..1, same size
     (height and width divisible by 4); edge_kernel: the first and last convs' size (Johnson 9, CycleGAN 7);
-    input_skip: the network predicts a change to the input picture (on 0..1) instead of a new picture."""
+    input_skip: the network predicts a change to the input picture (on 0..1) instead of a new picture;
+    padding: zeros, or reflect (CycleGAN's) for the stride-1 convs."""
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling {upsampling!r} is not accepted; accepted: {', '.join(UPSAMPLING)}")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding {padding!r} is not accepted; accepted: {', '.join(PADDINGS)}")
     first, middle, deep = widths
     inputs = keras.Input(tuple(input_shape), name="image")
-    x = _conv_norm(inputs, first, edge_kernel, 1, "down0")
+    x = _conv_norm(inputs, first, edge_kernel, 1, "down0", padding=padding)
     x = _conv_norm(x, middle, 3, 2, "down1")
     x = _conv_norm(x, deep, 3, 2, "down2")
     for i in range(residual_blocks):
-        y = _conv_norm(x, deep, 3, 1, f"res{i}_a")
-        y = _conv_norm(y, deep, 3, 1, f"res{i}_b", activation=None)
+        y = _conv_norm(x, deep, 3, 1, f"res{i}_a", padding=padding)
+        y = _conv_norm(y, deep, 3, 1, f"res{i}_b", activation=None, padding=padding)
         x = layers.Add(name=f"res{i}_add")([x, y])
     for i, filters in enumerate((middle, first)):
         if upsampling == "nearest":
             x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}_resize")(x)
-            x = _conv_norm(x, filters, 3, 1, f"up{i}")
+            x = _conv_norm(x, filters, 3, 1, f"up{i}", padding=padding)
         else:
             x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=False,
                                        name=f"up{i}_conv")(x)
             x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"up{i}_in")(x)
             x = layers.Activation("relu", name=f"up{i}_relu")(x)
     # The picture is computed in float32 under a mixed policy, so its 0..1 values keep their precision.
-    x = layers.Conv2D(3, edge_kernel, padding="same", name="to_rgb", dtype="float32")(x)
+    if padding == "reflect":
+        x = ReflectionPadding2D(edge_kernel // 2, name="to_rgb_pad")(x)
+    x = layers.Conv2D(3, edge_kernel, padding="valid" if padding == "reflect" else "same", name="to_rgb",
+                      dtype="float32")(x)
     if input_skip:
         x = layers.Add(name="input_skip", dtype="float32")([x, InputLogit(name="input_logit")(inputs)])
     outputs = layers.Activation("sigmoid", name="stylized", dtype="float32")(x)
@@ -59,6 +74,8 @@ class InputLogit(layers.Layer):
     """The logit of a picture on 0..1 (clipped off 0 and 1), so that sigmoid(logit + change) starts as the picture
     itself: a generator with this skip learns what to change, and begins as the identity (many translations,
     like removing texture, leave most of a picture as it is)."""
+
+    pixelwise = True  # convmath: each output pixel reads its own input pixel
 
     def __init__(self, margin=1e-3, **kwargs):
         super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
@@ -91,3 +108,13 @@ def unet_generator(input_shape, widths=(32, 64, 128, 256), name="unet_generator"
     x = layers.Conv2D(3, 3, padding="same", name="to_rgb", dtype="float32")(x)
     outputs = layers.Activation("sigmoid", name="translated", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="convforge")
+class ReflectionPadding2D(layers.ZeroPadding2D):
+    """ZeroPadding2D's geometry (so receptive fields and shapes follow it) with the border mirrored instead of
+    zero (PyTorch's ReflectionPad2d; TFLite MIRROR_PAD, ONNX Pad mode reflect)."""
+
+    def call(self, inputs):
+        (top, bottom), (left, right) = self.padding
+        return ops.pad(inputs, [[0, 0], [top, bottom], [left, right], [0, 0]], mode="reflect")

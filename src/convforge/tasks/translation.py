@@ -37,6 +37,8 @@ class GeneratorOptions(BaseModel):
                                                                                "transposed convs")
     edge_kernel: int = Field(7, ge=1, description="resnet: the first and last convs' size (CycleGAN's 7; "
                                                   "Johnson's 9)")
+    padding: Literal["zeros", "reflect"] = Field("reflect", description="resnet: the stride-1 convs' border, "
+                                                                       "mirrored (CycleGAN's) or zeros")
     input_skip: bool = Field(False, description="resnet: predict a change to the input picture (the network starts "
                                                 "as the identity) instead of a new picture")
 
@@ -75,6 +77,8 @@ class TranslationOptions(BaseModel):
     identity_weight: float = Field(0.5, ge=0, description="the identity loss, as a share of each domain's cycle "
                                                           "weight")
     pool_size: int = Field(50, ge=0, description="generated pictures the discriminators' history keeps (0: none)")
+    discriminator_lr_ratio: float = Field(1.0, gt=0, description="the discriminators' learning rate as a multiple "
+                                                                 "of train.optimizer's (TTUR: > 1 learns faster)")
     @field_validator("cycle_weight")
     @classmethod
     def _non_negative(cls, value):
@@ -139,7 +143,8 @@ class Translation(Task):
                     raise ModelError(f"head.generator.widths {list(widths)} is not accepted; accepted: three "
                                      f"widths for the resnet generator")
                 return resnet_generator(input_shape, widths, g.residual_blocks, g.upsampling, name=name,
-                                        edge_kernel=g.edge_kernel, input_skip=g.input_skip)
+                                        edge_kernel=g.edge_kernel, input_skip=g.input_skip,
+                                        padding=g.padding)
             return unet_generator(input_shape, tuple(g.widths or (32, 64, 128, 256)), name=name)
 
         d = o.discriminator
@@ -148,7 +153,8 @@ class Translation(Task):
                         patchgan(input_shape, d.filters, d.downsamplings, name="discriminator_a", norm=d.norm),
                         patchgan(input_shape, d.filters, d.downsamplings, name="discriminator_b", norm=d.norm))
         return CycleGAN(*networks, gan_loss=o.gan_loss, cycle_weight=o.cycle_weight,
-                        identity_weight=o.identity_weight, pool_size=o.pool_size, name="cyclegan")
+                        identity_weight=o.identity_weight, pool_size=o.pool_size,
+                        discriminator_lr_ratio=o.discriminator_lr_ratio, name="cyclegan")
 
     def public_model(self, model):
         """convforge.build_model hands out the whole CycleGAN (calling it translates A -> B)."""

@@ -25,7 +25,8 @@ class CycleGAN(keras.Model):
     """Two generators and two discriminators trained as one; `call` is the A -> B generator."""
 
     def __init__(self, generator_ab, generator_ba, discriminator_a, discriminator_b, *, gan_loss="least_squares",
-                 cycle_weight=10.0, identity_weight=0.5, pool_size=50, seed=0, **kwargs):
+                 cycle_weight=10.0, identity_weight=0.5, pool_size=50, seed=0, discriminator_lr_ratio=1.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.generator_ab, self.generator_ba = generator_ab, generator_ba
         self.discriminator_a, self.discriminator_b = discriminator_a, discriminator_b
@@ -34,6 +35,9 @@ class CycleGAN(keras.Model):
         pair = tuple(cycle_weight) if isinstance(cycle_weight, (list, tuple)) else (cycle_weight, cycle_weight)
         self.cycle_weights = tuple(float(w) for w in pair)
         self.gan_loss, self.identity_weight = gan_loss, float(identity_weight)
+        # Heusel et al.'s two time-scale rule (TTUR): a discriminator that learns faster gives the generators a
+        # useful gradient sooner.
+        self.discriminator_lr_ratio = float(discriminator_lr_ratio)
         shape = tuple(generator_ab.inputs[0].shape[1:])
         self.pool_a, self.pool_b = ImagePool(pool_size, shape, seed), ImagePool(pool_size, shape, seed + 1)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
@@ -43,7 +47,8 @@ class CycleGAN(keras.Model):
         """The four networks (serialized whole) and the loss settings, so a checkpoint of it loads back."""
         networks = {name: keras.saving.serialize_keras_object(getattr(self, name)) for name in NETWORKS}
         return {**super().get_config(), **networks, "gan_loss": self.gan_loss, "cycle_weight": list(self.cycle_weights),
-                "identity_weight": self.identity_weight, "pool_size": self.pool_a.size}
+                "identity_weight": self.identity_weight, "pool_size": self.pool_a.size,
+                "discriminator_lr_ratio": self.discriminator_lr_ratio}
 
     @classmethod
     def from_config(cls, config):
@@ -58,11 +63,14 @@ class CycleGAN(keras.Model):
         return list(self.trackers.values()) + list(self.val_trackers.values())
 
     def compile(self, optimizer, discriminator_optimizer=None, **kwargs):
-        """Set the generators' optimizer and the discriminators' (default: a fresh copy of the generators', as
-        CycleGAN trains both with Adam 2e-4, beta_1 0.5); a LossScaleOptimizer (mixed_float16) scales both."""
+        """Set the generators' optimizer and the discriminators' (default: a fresh copy of the generators' at
+        `discriminator_lr_ratio` times its learning rate; CycleGAN trains both with Adam 2e-4, beta_1 0.5); a
+        LossScaleOptimizer (mixed_float16) scales both."""
+        from convforge.train.schedules import scaled_copy
+
         super().compile(optimizer=optimizer, **kwargs)
         if discriminator_optimizer is None:
-            discriminator_optimizer = optimizer.__class__.from_config(optimizer.get_config())
+            discriminator_optimizer = scaled_copy(optimizer, self.discriminator_lr_ratio)
         self.generator_optimizer, self.discriminator_optimizer = optimizer, discriminator_optimizer
         # Built here, not inside the first traced step, so their slots are made once, eagerly.
         optimizer.build(self._generator_variables())

@@ -64,3 +64,23 @@ def make_schedule(schedule, learning_rate, steps_per_epoch, epochs):
         return WarmupSchedule(peak, total, warmup_steps=round(schedule.warmup_fraction * total),
                               kind="one_cycle", start_ratio=1 / 25, min_ratio=1 / 1e4)
     raise ValueError(f"unknown schedule {name!r}")
+
+
+def scaled_copy(optimizer, factor=1.0):
+    """A fresh optimizer of the same kind and settings whose learning rate (a float or a WarmupSchedule) is
+    `factor` times this one's; a LossScaleOptimizer stays one around the copy."""
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        return keras.optimizers.LossScaleOptimizer(scaled_copy(inner, factor))
+    config = optimizer.get_config()
+    rate = config["learning_rate"]
+    if isinstance(rate, dict):
+        rate = keras.saving.deserialize_keras_object(rate)
+    if isinstance(rate, WarmupSchedule):
+        rate = WarmupSchedule.from_config({**rate.get_config(), "peak": rate.peak * factor})
+    elif isinstance(rate, (int, float)):
+        rate = float(rate) * factor
+    elif factor != 1.0:
+        raise ValueError(f"cannot scale a learning rate of type {type(rate).__name__}; accepted: a number or a "
+                         f"convforge schedule")
+    return optimizer.__class__.from_config({**config, "learning_rate": rate})
