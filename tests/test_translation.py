@@ -61,9 +61,10 @@ def test_the_run_keeps_both_generators_and_best_keras_loads_back_whole(run):
     assert not np.allclose(np.asarray(a2b(pictures)), np.asarray(b2a(pictures)))
     import keras
 
-    import convforge.train.cyclegan  # noqa: F401  (registers CycleGAN for loading)
+    from convforge.train.cyclegan import CycleGAN
 
-    whole = keras.models.load_model(folder / "best.keras", compile=False)
+    whole = keras.models.load_model(folder / "best.keras", compile=False)  # CycleGAN is registered on import
+    assert isinstance(whole, CycleGAN)
     assert [n.name for n in (whole.generator_ab, whole.discriminator_b)] == ["generator_ab", "discriminator_b"]
 
 

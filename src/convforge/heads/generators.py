@@ -31,18 +31,21 @@ def _conv_norm(x, filters, kernel, stride, name, activation="relu", padding="zer
 
 
 def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsampling="nearest",
-                     name="resnet_generator", edge_kernel=9, input_skip=False, padding="zeros"):
+                     name="resnet_generator", edge_kernel=9, input_skip=False, padding="zeros",
+                     full_resolution_skip=False):
     """Johnson et al.'s transformation network: images on the input's scale -> images on 0..1, same size
     (height and width divisible by 4); edge_kernel: the first and last convs' size (Johnson 9, CycleGAN 7);
     input_skip: the network predicts a change to the input picture (on 0..1) instead of a new picture;
-    padding: zeros, or reflect (CycleGAN's) for the stride-1 convs."""
+    padding: zeros, or reflect (CycleGAN's) for the stride-1 convs; full_resolution_skip: the last conv also reads
+    the first block's full-resolution features (a U-Net-like skip), so detail finer than the quarter-resolution
+    blocks (a texture to take away, an edge to keep) reaches the output."""
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling {upsampling!r} is not accepted; accepted: {', '.join(UPSAMPLING)}")
     if padding not in PADDINGS:
         raise ValueError(f"padding {padding!r} is not accepted; accepted: {', '.join(PADDINGS)}")
     first, middle, deep = widths
     inputs = keras.Input(tuple(input_shape), name="image")
-    x = _conv_norm(inputs, first, edge_kernel, 1, "down0", padding=padding)
+    x = full = _conv_norm(inputs, first, edge_kernel, 1, "down0", padding=padding)
     x = _conv_norm(x, middle, 3, 2, "down1")
     x = _conv_norm(x, deep, 3, 2, "down2")
     for i in range(residual_blocks):
@@ -59,6 +62,8 @@ def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsam
             x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"up{i}_in")(x)
             x = layers.Activation("relu", name=f"up{i}_relu")(x)
     # The picture is computed in float32 under a mixed policy, so its 0..1 values keep their precision.
+    if full_resolution_skip:
+        x = layers.Concatenate(name="full_resolution_skip")([x, full])
     if padding == "reflect":
         x = ReflectionPadding2D(edge_kernel // 2, name="to_rgb_pad")(x)
     x = layers.Conv2D(3, edge_kernel, padding="valid" if padding == "reflect" else "same", name="to_rgb",

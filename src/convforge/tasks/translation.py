@@ -39,6 +39,9 @@ class GeneratorOptions(BaseModel):
                                                   "Johnson's 9)")
     padding: Literal["zeros", "reflect"] = Field("reflect", description="resnet: the stride-1 convs' border, "
                                                                        "mirrored (CycleGAN's) or zeros")
+    full_resolution_skip: bool = Field(False, description="resnet: the last conv also reads the first block's "
+                                                          "full-resolution features (detail finer than the "
+                                                          "residual blocks' quarter resolution)")
     input_skip: bool = Field(False, description="resnet: predict a change to the input picture (the network starts "
                                                 "as the identity) instead of a new picture")
 
@@ -144,7 +147,7 @@ class Translation(Task):
                                      f"widths for the resnet generator")
                 return resnet_generator(input_shape, widths, g.residual_blocks, g.upsampling, name=name,
                                         edge_kernel=g.edge_kernel, input_skip=g.input_skip,
-                                        padding=g.padding)
+                                        padding=g.padding, full_resolution_skip=g.full_resolution_skip)
             return unet_generator(input_shape, tuple(g.widths or (32, 64, 128, 256)), name=name)
 
         d = o.discriminator
@@ -205,8 +208,8 @@ class Translation(Task):
             counts[name] = counts.get(name, 0) + len(values)
 
         for images, targets in dataset:
-            images = tf.cast(images, tf.float32)
-            translated = tf.clip_by_value(tf.cast(model(images, training=False), tf.float32), 0.0, 1.0)
+            images = np.asarray(images, np.float32)  # numpy: `model` may be an exported artifact's runner
+            translated = np.clip(np.asarray(model(images, training=False), np.float32), 0.0, 1.0)
             targets = targets if isinstance(targets, dict) else {"label": targets}
             if "paired" in targets:
                 truth = tf.cast(targets["paired"], tf.float32)
