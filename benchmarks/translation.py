@@ -34,8 +34,8 @@ def judge_recipe(translation):
     return load_recipe(JUDGE, overrides=sets)
 
 
-def measure(train=False):
-    """Evaluate the newest translation run with the judge, export both directions, draw the gallery."""
+def measure(train=False, run=None):
+    """Evaluate the newest translation run (or `run`) with the judge, export both directions, draw the gallery."""
     import numpy as np
 
     import convforge
@@ -51,10 +51,14 @@ def measure(train=False):
     judge_run, judge_metrics = newest_run(judge, JUDGE, train)
     if judge_run is None:
         raise SystemExit(judge_metrics)
-    run, metrics = newest_run(recipe, RECIPE, train)
     if run is None:
-        raise SystemExit(metrics)
-    run = pathlib.Path(run)
+        run, metrics = newest_run(recipe, RECIPE, train)
+        if run is None:
+            raise SystemExit(metrics)
+    else:
+        metrics = json.loads((pathlib.Path(run) / "metrics.json").read_text())
+        recipe = load_recipe(pathlib.Path(run) / "recipe.yaml")
+    run = pathlib.Path(run).resolve()
     scores = convforge.evaluate(run, overrides=[f"head.judge={judge_run}"],
                                 out=tempfile.mkdtemp(prefix="convforge-translation-"))
     artifacts = {}
@@ -121,9 +125,10 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", action="store_true", help="train the recipe (and the judge) when it has no run")
+    parser.add_argument("--run", help="a run folder of the recipe to measure (default: its newest)")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    result = measure(args.train)
+    result = measure(args.train, args.run)
     (OUT / "translation.json").write_text(json.dumps(result, indent=1) + "\n")
     (OUT / "translation.md").write_text(render(result))
     print(f"wrote {OUT / 'translation.md'}")

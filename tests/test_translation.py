@@ -163,8 +163,8 @@ def test_cyclegan_trains_under_forced_mixed_precision(tmp_path):
     import keras
 
     for policy in ("mixed_bfloat16", "mixed_float16"):
-        recipe = load_recipe(RECIPE, overrides=_small(tmp_path, f"train.precision={policy}", "train.epochs=2",
-                                                      "train.steps_per_epoch=3"))
+        recipe = load_recipe(RECIPE, overrides=_small(tmp_path, f"train.precision={policy}", "train.epochs=1",
+                                                      "train.steps_per_epoch=2"))
         result = convforge.train(recipe, run_dir=tmp_path / policy, printer=lambda *_: None, verbose=0)
         rows = list(csv.DictReader(open(Path(result["run_dir"]) / "history.csv")))
         assert all(np.isfinite(float(r[k])) for r in rows for k in r if k != "epoch"), rows
