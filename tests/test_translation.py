@@ -2,6 +2,7 @@
 grid per epoch, evaluation against paired ground truth, both generators exported and verified, stylize."""
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,15 @@ def test_the_run_keeps_both_generators_and_best_keras_loads_back_whole(run):
     pictures = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
     assert a2b(pictures).shape == b2a(pictures).shape == (2, 32, 32, 3)
     assert not np.allclose(np.asarray(a2b(pictures)), np.asarray(b2a(pictures)))
+    # In a fresh process too: the generators' own layers (input skip, reflection padding) register on load.
+    import subprocess
+    import sys
+
+    code = ("from convforge.modelfile import load_model; import sys; "
+            "print(load_model(sys.argv[1]).get_layer('input_logit').name)")
+    out = subprocess.run([sys.executable, "-c", code, str(folder / "model_b2a.keras")], capture_output=True,
+                         text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0 and out.stdout.strip().endswith("input_logit"), out.stderr[-500:]
     import keras
 
     from convforge.train.cyclegan import CycleGAN

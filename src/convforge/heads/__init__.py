@@ -5,3 +5,4 @@ that uses them loads in a fresh process.
 """
 from convforge.heads import classification, localization, single_shot, two_stage, yolo  # noqa: F401
 from convforge.heads import keypoints, mask_rcnn, overfeat, rcnn, segmentation, voxels  # noqa: F401
+from convforge.heads import discriminators, generators  # noqa: F401
