@@ -50,6 +50,7 @@ bench: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/detector_speed.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/attacks.py --train
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/style.py --train
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/translation.py --train
 	CONVFORGE=$(VENV)/bin/convforge sh benchmarks/compare.sh
 
 lint: install
