@@ -125,17 +125,46 @@ def test_patchgan_norms_keep_the_field_and_differ_only_in_their_normalization_we
         d.patchgan((64, 64, 3), norm="layer")
 
 
-def test_the_input_skip_generator_starts_as_the_identity():
-    """With the last conv's kernel and bias at zero, sigmoid(0 + logit(x)) gives the picture back (to the clip
-    margin); the plain generator gives 0.5 everywhere instead."""
-    from convforge.heads.generators import resnet_generator
+def test_the_input_skip_generators_start_as_the_identity():
+    """Predicting a change, the last conv starts at zero: sigmoid(0 + logit(x)) gives the picture back (to the clip
+    margin) as built, for both generators; a plain generator with that conv zeroed gives 0.5 everywhere instead."""
+    from convforge.heads.generators import resnet_generator, unet_generator
 
     pictures = np.random.default_rng(0).uniform(0.01, 0.99, (2, 16, 16, 3)).astype("float32")
-    for skip, expected in ((True, pictures), (False, np.full_like(pictures, 0.5))):
-        model = resnet_generator((16, 16, 3), (4, 4, 8), 1, edge_kernel=3, input_skip=skip)
-        rgb = model.get_layer("to_rgb")
-        rgb.set_weights([np.zeros_like(w) for w in rgb.get_weights()])
-        np.testing.assert_allclose(np.asarray(model(pictures)), expected, atol=1e-5)
+    for full in (False, True):
+        for model in (resnet_generator((16, 16, 3), (4, 4, 8), 1, edge_kernel=3, input_skip=True,
+                                       full_resolution_skip=full),
+                      unet_generator((16, 16, 3), (4, 8), input_skip=True, full_resolution_skip=full, edge_kernel=5,
+                                     padding="reflect")):
+            np.testing.assert_allclose(np.asarray(model(pictures)), pictures, atol=1e-5, err_msg=model.name)
+    plain = resnet_generator((16, 16, 3), (4, 4, 8), 1, edge_kernel=3)
+    rgb = plain.get_layer("to_rgb")
+    assert np.abs(rgb.get_weights()[0]).max() > 0
+    rgb.set_weights([np.zeros_like(w) for w in rgb.get_weights()])
+    np.testing.assert_allclose(np.asarray(plain(pictures)), 0.5, atol=1e-6)
+
+
+def test_the_unet_full_resolution_skip_feeds_the_last_conv_and_the_network_exports(tmp_path):
+    """pix2pix's U-Net starts at half size; with full_resolution_skip a conv at full resolution feeds both the
+    levels and the last conv (so a one-pixel edge reaches the output), every output pixel sees the whole picture,
+    and the network still exports within 1e-4."""
+    import keras
+
+    from convforge import convmath
+    from convforge.heads.generators import unet_generator
+
+    keras.utils.set_random_seed(0)
+    model = unet_generator((32, 32, 3), (8, 16, 32), full_resolution_skip=True, edge_kernel=5, padding="reflect")
+    assert {"full_conv", "full_resolution_skip", "full_pad"} <= {layer.name for layer in model.layers}
+    assert model.get_layer("down0_conv").input.shape[1:] == (32, 32, 8)  # the levels read the full-res features
+    # Every output pixel sees the whole 32x32 picture (through the stride-8 level): the global context that
+    # painting a region one flat colour needs.
+    assert min(convmath.receptive_fields(model)["translated"].size) >= 32
+    pictures = np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype("float32")
+    exported = convforge.export(model, tmp_path, formats=["tflite", "onnx"], inputs_for_check=pictures,
+                                progress=None, latency_runs=0)
+    for entry in exported["card"]["artifacts"]:
+        assert entry["check"]["status"] == "passed" and entry["check"]["max_abs_diff"] <= 1e-4, entry
 
 
 def test_per_domain_cycle_weights_weigh_each_round_trip_and_its_identity_term():

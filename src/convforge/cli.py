@@ -5,6 +5,7 @@ import sys
 
 from convforge.errors import ConvforgeError
 from convforge.modelfile import load_model
+from convforge.runs import DIRECTIONS
 
 
 def _shape(text):
@@ -603,7 +604,7 @@ def build_parser():
                    help="default: the --model's own (adain or fast; a translation run runs as fast), else gatys")
     p.add_argument("--model", metavar="RUN", help="fast: a style or translation recipe, run folder or .keras; adain: "
                                                   "a recipe or run folder")
-    p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b",
+    p.add_argument("--direction", choices=tuple(DIRECTIONS), default="a2b",
                    help="a translation run: A -> B (model.keras, default) or B -> A (model_b2a.keras)")
     p.add_argument("--steps", type=int, default=200, help="gatys: L-BFGS iterations (default 200)")
     p.add_argument("--size", type=int, default=256, help="gatys: the longer side optimized, in pixels (default "
@@ -621,7 +622,7 @@ def build_parser():
     p.add_argument("--calibration", metavar="PATH",
                    help="int8 calibration images: an image folder (normalized by the preprocessing.json saved "
                         "beside the model, else pixels/255) or an .npy array of normalized inputs")
-    p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b",
+    p.add_argument("--direction", choices=tuple(DIRECTIONS), default="a2b",
                    help="a translation run: a2b exports model.keras (A -> B), b2a model_b2a.keras (default: a2b; "
                         "b2a's default folder ends in _b2a)")
     p.add_argument("--with-preprocessing", action="store_true",

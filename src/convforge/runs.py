@@ -186,7 +186,7 @@ def export_run(source, out=None, formats=None, *, calibration=None, with_preproc
             section = "domain_b" if direction == "b2a" else "train"
             representative = representative_images(recipe, recipe.export.representative_size, section)
         val, class_names = val_data(recipe)
-        if recipe.data.domain_b is not None and (direction != "a2b" or recipe.data.paired_val is None):
+        if not task.scores_export(recipe, direction):
             val = None  # no ground truth to score this direction's pictures against: outputs are compared only
         if val is not None:
             # metric(predict, batches): the task's headline metric of any runtime's predictions on val

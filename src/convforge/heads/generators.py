@@ -39,10 +39,7 @@ def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsam
     padding: zeros, or reflect (CycleGAN's) for the stride-1 convs; full_resolution_skip: the last conv also reads
     the first block's full-resolution features (a U-Net-like skip), so detail finer than the quarter-resolution
     blocks (a texture to take away, an edge to keep) reaches the output."""
-    if upsampling not in UPSAMPLING:
-        raise ValueError(f"upsampling {upsampling!r} is not accepted; accepted: {', '.join(UPSAMPLING)}")
-    if padding not in PADDINGS:
-        raise ValueError(f"padding {padding!r} is not accepted; accepted: {', '.join(PADDINGS)}")
+    _check(upsampling, padding)
     first, middle, deep = widths
     inputs = keras.Input(tuple(input_shape), name="image")
     x = full = _conv_norm(inputs, first, edge_kernel, 1, "down0", padding=padding)
@@ -61,17 +58,31 @@ def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsam
                                        name=f"up{i}_conv")(x)
             x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"up{i}_in")(x)
             x = layers.Activation("relu", name=f"up{i}_relu")(x)
-    # The picture is computed in float32 under a mixed policy, so its 0..1 values keep their precision.
     if full_resolution_skip:
         x = layers.Concatenate(name="full_resolution_skip")([x, full])
-    if padding == "reflect":
-        x = ReflectionPadding2D(edge_kernel // 2, name="to_rgb_pad")(x)
-    x = layers.Conv2D(3, edge_kernel, padding="valid" if padding == "reflect" else "same", name="to_rgb",
+    outputs = _to_picture(x, inputs, edge_kernel, padding, input_skip, "stylized")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _check(upsampling, padding):
+    if upsampling not in UPSAMPLING:
+        raise ValueError(f"upsampling {upsampling!r} is not accepted; accepted: {', '.join(UPSAMPLING)}")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding {padding!r} is not accepted; accepted: {', '.join(PADDINGS)}")
+
+
+def _to_picture(x, inputs, kernel, padding, input_skip, name):
+    """Features -> a picture on 0..1: a conv to RGB, plus the input's logit when the network predicts a change."""
+    # The picture is computed in float32 under a mixed policy, so its 0..1 values keep their precision.
+    if padding == "reflect" and kernel > 1:
+        x = ReflectionPadding2D(kernel // 2, name="to_rgb_pad")(x)
+    # Predicting a change, the last conv starts at zero so the network starts as exactly the identity.
+    x = layers.Conv2D(3, kernel, padding="valid" if padding == "reflect" and kernel > 1 else "same",
+                      kernel_initializer="zeros" if input_skip else "glorot_uniform", name="to_rgb",
                       dtype="float32")(x)
     if input_skip:
         x = layers.Add(name="input_skip", dtype="float32")([x, InputLogit(name="input_logit")(inputs)])
-    outputs = layers.Activation("sigmoid", name="stylized", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=name)
+    return layers.Activation("sigmoid", name=name, dtype="float32")(x)
 
 
 @keras.saving.register_keras_serializable(package="convforge")
@@ -94,25 +105,35 @@ class InputLogit(layers.Layer):
         return {**super().get_config(), "margin": self.margin}
 
 
-def unet_generator(input_shape, widths=(32, 64, 128, 256), name="unet_generator"):
+def unet_generator(input_shape, widths=(32, 64, 128, 256), name="unet_generator", input_skip=False,
+                   full_resolution_skip=False, edge_kernel=7, padding="zeros"):
     """pix2pix's U-Net generator: images -> images on 0..1, same size (height and width divisible by
-    2 ** len(widths))."""
+    2 ** len(widths)); full_resolution_skip: a stride-1 conv of edge_kernel (padding zeros or reflect) at the full
+    resolution first, whose features the last conv reads again (pix2pix's first level is already at half size,
+    so a one-pixel edge has no path to the output); input_skip: predict a change to the input (starts as the
+    identity), as resnet_generator's."""
+    _check("nearest", padding)
     inputs = keras.Input(tuple(input_shape), name="image")
     x, skips = inputs, []
+    if full_resolution_skip:
+        x = full = _conv_norm(inputs, widths[0], edge_kernel, 1, "full", activation=None, padding=padding)
+        x = layers.LeakyReLU(0.2, name="full_lrelu")(x)
     for i, filters in enumerate(widths):
-        x = layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=i == 0, name=f"down{i}_conv")(x)
-        if i > 0:  # pix2pix leaves the first level unnormalized
+        first = i == 0 and not full_resolution_skip  # pix2pix leaves the first level (on the picture) unnormalized
+        x = layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=first, name=f"down{i}_conv")(x)
+        if not first:
             x = layers.GroupNormalization(groups=-1, epsilon=1e-5, name=f"down{i}_in")(x)
         x = layers.LeakyReLU(0.2, name=f"down{i}_lrelu")(x)
         skips.append(x)
     for i, filters in reversed(list(enumerate(widths[:-1]))):
         x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}_resize")(x)
-        x = _conv_norm(x, filters, 3, 1, f"up{i}")
+        x = _conv_norm(x, filters, 3, 1, f"up{i}", padding=padding)
         x = layers.Concatenate(name=f"up{i}_skip")([x, skips[i]])
     x = layers.UpSampling2D(2, interpolation="nearest", name="out_resize")(x)
-    x = layers.Conv2D(3, 3, padding="same", name="to_rgb", dtype="float32")(x)
-    outputs = layers.Activation("sigmoid", name="translated", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=name)
+    if full_resolution_skip:
+        x = _conv_norm(x, widths[0], 3, 1, "out", padding=padding)
+        x = layers.Concatenate(name="full_resolution_skip")([x, full])
+    return keras.Model(inputs, _to_picture(x, inputs, 3, padding, input_skip, "translated"), name=name)
 
 
 @keras.saving.register_keras_serializable(package="convforge")

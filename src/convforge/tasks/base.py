@@ -135,6 +135,10 @@ class Task:
         """Keras callbacks the task adds to a training run (data: the run's train.datasets.RunData)."""
         return []
 
+    def scores_export(self, recipe, direction):
+        """Whether the val split can score an export of this direction's model (else outputs are only compared)."""
+        return direction == "a2b"
+
     def evaluate(self, model, dataset, class_names, out_dir=None, source=None):
         """Return task metrics over a dataset as {name: float}, writing any plots or result files into out_dir;
         source: what the dataset was built from (Records, in order), for results in the dataset's own terms."""

@@ -35,15 +35,15 @@ class GeneratorOptions(BaseModel):
                                                       "at 128 px, 9 at 256 px)")
     upsampling: Literal["nearest", "transpose"] = Field("nearest", description="resnet: nearest + conv, or "
                                                                                "transposed convs")
-    edge_kernel: int = Field(7, ge=1, description="resnet: the first and last convs' size (CycleGAN's 7; "
-                                                  "Johnson's 9)")
-    padding: Literal["zeros", "reflect"] = Field("reflect", description="resnet: the stride-1 convs' border, "
-                                                                       "mirrored (CycleGAN's) or zeros")
-    full_resolution_skip: bool = Field(False, description="resnet: the last conv also reads the first block's "
-                                                          "full-resolution features (detail finer than the "
-                                                          "residual blocks' quarter resolution)")
-    input_skip: bool = Field(False, description="resnet: predict a change to the input picture (the network starts "
-                                                "as the identity) instead of a new picture")
+    edge_kernel: int = Field(7, ge=1, description="the full-resolution convs' size (resnet: the first and last, "
+                                                  "CycleGAN's 7, Johnson's 9; unet: the full-resolution skip's)")
+    padding: Literal["zeros", "reflect"] = Field("reflect", description="the stride-1 convs' border, mirrored "
+                                                                       "(CycleGAN's) or zeros")
+    full_resolution_skip: bool = Field(False, description="the last conv also reads features computed at the full "
+                                                          "resolution (detail finer than the resnet's quarter- "
+                                                          "or the unet's half-resolution levels)")
+    input_skip: bool = Field(False, description="predict a change to the input picture (the network starts as the "
+                                                "identity) instead of a new picture")
 
     @field_validator("widths")
     @classmethod
@@ -102,13 +102,6 @@ def _label(example, context):
     return tf.cond(tf.shape(classes)[0] == 1, lambda: tf.cast(classes[0], tf.int32), lambda: tf.constant(-1))
 
 
-def _every_example(example):
-    """Every picture is a picture of its domain."""
-    import tensorflow as tf
-
-    return tf.constant(True)
-
-
 @register_task
 class Translation(Task):
     """CycleGAN: two generators (A -> B, B -> A) and two PatchGAN discriminators learned from unpaired pictures."""
@@ -121,7 +114,7 @@ class Translation(Task):
     input_normalization = "unit"
     domains = 2
     Options = TranslationOptions
-    parser = Parser(keeps_record=lambda r: True, keeps_example=_every_example, target=_label)
+    parser = Parser(keeps_record=lambda r: True, keeps_example=lambda e: True, target=_label)
 
     def build_model(self, architecture, input_shape, num_classes, options=None, dtype=None):
         """The train.cyclegan.CycleGAN of both generators and both discriminators at the input's size."""
@@ -148,7 +141,9 @@ class Translation(Task):
                 return resnet_generator(input_shape, widths, g.residual_blocks, g.upsampling, name=name,
                                         edge_kernel=g.edge_kernel, input_skip=g.input_skip,
                                         padding=g.padding, full_resolution_skip=g.full_resolution_skip)
-            return unet_generator(input_shape, tuple(g.widths or (32, 64, 128, 256)), name=name)
+            return unet_generator(input_shape, tuple(g.widths or (32, 64, 128, 256)), name=name,
+                                  input_skip=g.input_skip, full_resolution_skip=g.full_resolution_skip,
+                                  edge_kernel=g.edge_kernel, padding=g.padding)
 
         d = o.discriminator
         with precision(dtype):
@@ -179,10 +174,15 @@ class Translation(Task):
     def callbacks(self, model, data, run_dir):
         """A sample grid (A, A -> B, A -> B -> A; the same for B) in run_dir/samples/ after every epoch."""
         from convforge.train.cyclegan import SampleGrid
+        from convforge.train.datasets import first_pictures
 
-        a = _first_pictures(data.val if data.val is not None else data.train, 4)
-        b = _first_pictures(data.domain_b, 4)
+        a = first_pictures(data.val if data.val is not None else data.train, 4).astype(np.float32)
+        b = first_pictures(data.domain_b, 4).astype(np.float32)
         return [SampleGrid(a, b, run_dir / "samples")]
+
+    def scores_export(self, recipe, direction):
+        """Only A -> B has ground truth (data.paired_val: A's val scenes drawn in B's style) to score against."""
+        return direction == "a2b" and recipe.data.paired_val is not None
 
     def pair(self, model, images, targets):
         """Training batches are (pictures of A, pictures of B) already; val batches keep their dict targets."""
@@ -261,12 +261,3 @@ class Translation(Task):
 
         return draw_beside(image, outputs, out_path)
 
-
-def _first_pictures(dataset, count):
-    """The first `count` pictures of a dataset of (pictures, targets) batches, as float32 on 0..1."""
-    pictures = []
-    for images, _ in dataset:
-        pictures.extend(np.asarray(images, np.float32))
-        if len(pictures) >= count:
-            break
-    return np.stack(pictures[:count])

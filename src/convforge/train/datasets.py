@@ -99,10 +99,15 @@ def plain_train_dataset(recipe, section="train"):
 def representative_images(recipe, count, section="train"):
     """Up to `count` training images (of data.train, or of data.domain_b for a B -> A model) as the model sees
     them at inference (no augmentation), for int8 calibration; the val split stays unseen, for judging."""
+    return first_pictures(plain_train_dataset(recipe, section), count)
+
+
+def first_pictures(dataset, count):
+    """The first `count` pictures of a dataset of (pictures, targets) batches, as one numpy array."""
     import numpy as np
 
     batches = []
-    for images, _ in plain_train_dataset(recipe, section):
+    for images, _ in dataset:
         batches.append(np.asarray(images))
         if sum(len(b) for b in batches) >= count:
             break
