@@ -21,7 +21,7 @@ def _small(folder, *extra):
             *[f"data.{part}.{k}={v}" for part, path in (("domain_a", "a"), ("domain_b", "b"))
               for k, v in (("path", folder / path), ("n", 48), ("size", 32))],
             f"data.paired_val.path={folder / 'pa'}",  # the rest follows domain_a's (the val rule)
-            "head.generator.widths=[8,8,16]", "head.generator.residual_blocks=1", "head.discriminator.filters=8",
+            "head.generator.widths=[8,8,16]", "head.discriminator.filters=8",
             "head.discriminator.downsamplings=2", "head.pool_size=8", *extra]
 
 
@@ -126,6 +126,19 @@ def test_both_directions_export_verified_and_stylize_runs_the_run(run, tmp_path)
     assert not (tmp_path / "none").exists()
 
 
+def test_the_a2b_generator_s_full_int8_tflite_stays_close_to_keras(run, tmp_path):
+    """The path an int8 phone takes: the trained A -> B generator (input skip: the InputLogit's log of a clipped
+    picture) quantized with domain A's pictures as calibration, run in LiteRT, within 0.25 of Keras everywhere."""
+    from convforge.train.datasets import representative_images
+
+    model = convforge.tasks.load_model(Path(run["run_dir"]) / "model.keras")
+    pictures = representative_images(load_recipe(Path(run["run_dir"]) / "recipe.yaml"), 8).astype("float32")
+    exported = convforge.export(model, tmp_path / "int8", formats=["tflite_int8"], representative=pictures,
+                                inputs_for_check=pictures[:4], progress=None, latency_runs=0)
+    entry = exported["card"]["artifacts"][0]
+    assert entry["format"] == "tflite_int8" and entry["check"]["max_abs_diff"] < 0.25, entry
+
+
 def test_summary_of_the_recipe_reports_the_patchgan_field(capsys):
     from convforge.cli import main as cli_main
 
@@ -141,6 +154,7 @@ def test_summary_of_the_recipe_reports_the_patchgan_field(capsys):
     (["model.options.alpha=0.5"], "model.options.alpha"),
     (["head.generator.name=vgg"], "head.generator.name"),
     (["head.gan_loss=wasserstein"], "head.gan_loss"),
+    (["head.generator.residual_blocks=2"], "residual_blocks is a resnet generator option"),
 ])
 def test_a_translation_recipe_names_what_it_cannot_take(change, field):
     with pytest.raises(convforge.RecipeError, match=field.replace(".", r"\.")):

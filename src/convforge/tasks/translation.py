@@ -17,10 +17,13 @@ truth, for pictures that hold one labelled object.
 from typing import Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from convforge.tasks import register_task
 from convforge.tasks.base import Parser, Task
+
+
+RESNET_ONLY = frozenset({"residual_blocks", "upsampling"})
 
 
 class GeneratorOptions(BaseModel):
@@ -51,6 +54,15 @@ class GeneratorOptions(BaseModel):
         if value is not None and (not value or min(value) < 1):
             raise ValueError(f"{value} is not accepted; accepted: positive widths")
         return value
+
+    @model_validator(mode="after")
+    def _resnet_fields_only_for_resnet(self):
+        # Against the defaults, not the fields given: a run's saved recipe.yaml writes every field out.
+        given = sorted(k for k in RESNET_ONLY if getattr(self, k) != type(self).model_fields[k].default)
+        if self.name == "unet" and given:
+            raise ValueError(f"{', '.join(given)} is a resnet generator option; the unet generator takes: widths, "
+                             f"edge_kernel, padding, full_resolution_skip, input_skip")
+        return self
 
 
 class DiscriminatorOptions(BaseModel):
