@@ -1,8 +1,8 @@
 """Unpaired translation measured: recipes/translation/cyclegan_shapes.yaml (its newest run, trained first with
 --train where there is none) scored on the held-out textured scenes against the same scenes drawn flat: PSNR and
 SSIM beside the identity baseline, and the accuracy of a shapes classifier trained on the flat domain (the judge:
-resnet18_shapes.yaml at quarter widths on 6,000 pictures in domain B's look) on the translations; both generators exported to every format
-and verified; a gallery (input, A -> B, ground truth, A -> B -> A).
+resnet18_shapes.yaml at quarter widths on 6,000 pictures in domain B's look) on the translations; both generators
+exported to every format and verified; a gallery (input, A -> B, ground truth, A -> B -> A).
 
 Writes benchmarks/results/translation.json, translation.md and translation_gallery.png (the README's). Run: make
 bench, or

@@ -39,7 +39,7 @@ def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsam
     padding: zeros, or reflect (CycleGAN's) for the stride-1 convs; full_resolution_skip: the last conv also reads
     the first block's full-resolution features (a U-Net-like skip), so detail finer than the quarter-resolution
     blocks (a texture to take away, an edge to keep) reaches the output."""
-    _check(upsampling, padding)
+    _check(padding, upsampling)
     first, middle, deep = widths
     inputs = keras.Input(tuple(input_shape), name="image")
     x = full = _conv_norm(inputs, first, edge_kernel, 1, "down0", padding=padding)
@@ -64,7 +64,8 @@ def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsam
     return keras.Model(inputs, outputs, name=name)
 
 
-def _check(upsampling, padding):
+def _check(padding, upsampling="nearest"):
+    """Refuse a padding or upsampling the generators do not build, naming the accepted ones."""
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling {upsampling!r} is not accepted; accepted: {', '.join(UPSAMPLING)}")
     if padding not in PADDINGS:
@@ -112,7 +113,7 @@ def unet_generator(input_shape, widths=(32, 64, 128, 256), name="unet_generator"
     resolution first, whose features the last conv reads again (pix2pix's first level is already at half size,
     so a one-pixel edge has no path to the output); input_skip: predict a change to the input (starts as the
     identity), as resnet_generator's."""
-    _check("nearest", padding)
+    _check(padding)
     inputs = keras.Input(tuple(input_shape), name="image")
     x, skips = inputs, []
     if full_resolution_skip:
