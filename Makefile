@@ -30,10 +30,12 @@ demo: install
 	$(VENV)/bin/convforge bench $(DEMO_OUT)
 
 # Two workers, one per core, each taking whole test files (module fixtures are built once per file): most
-# tests run single-threaded, so this halves the wall time (19 -> 12 min on this machine).
+# tests run single-threaded, so this halves the wall time (19 -> 12 min on this machine). Each worker's
+# TensorFlow keeps one intra-op thread: two pools of two threads on two cores spin against each other (five
+# tracing-heavy recipe tests in two processes at once: 169 s with the default pools, 137 s with one thread).
 PYTEST_WORKERS ?= 2
 test: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q -n $(PYTEST_WORKERS) --dist loadfile
+	TF_CPP_MIN_LOG_LEVEL=2 TF_NUM_INTRAOP_THREADS=1 $(PY) -m pytest tests -q -n $(PYTEST_WORKERS) --dist loadfile
 
 # The slow groups too: every architecture exported at full size, receptive fields of the heaviest models.
 # One process: the slow group exports full-size models, several GB each, which two workers would hold at once.

@@ -14,19 +14,32 @@ def _trainable(model):
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 
 
+_COUNTED = {}
+
+
+def _counts(name, ref):
+    """(total, trainable, MACs) of `name` built as `ref` states; models two references share are built once
+    (keras.applications and torchvision references of one model differ only in the convention counted)."""
+    key = (name, tuple(ref.input_shape), ref.num_classes, repr(sorted(ref.options.items())))
+    if key not in _COUNTED:
+        model = convforge.build_backbone(name, input_shape=ref.input_shape, num_classes=ref.num_classes,
+                                         **ref.options)
+        _COUNTED[key] = (model.count_params(), _trainable(model), convforge.count_macs(model))
+        del model
+        keras.backend.clear_session()  # these are the big ones (up to 143M parameters): free them before the next
+    return _COUNTED[key]
+
+
 @pytest.mark.parametrize("name,ref", REFERENCES, ids=[f"{n}-{r.source.split()[0]}-{r.count}" for n, r in REFERENCES])
 def test_param_count_equals_published(name, ref):
     """Every registered model has exactly the published parameter count in the convention it states."""
-    model = convforge.build_backbone(name, input_shape=ref.input_shape, num_classes=ref.num_classes, **ref.options)
-    got = _trainable(model) if ref.count == "trainable" else model.count_params()
+    total, trainable, macs = _counts(name, ref)
+    got = trainable if ref.count == "trainable" else total
     assert got == ref.params, f"{name}: {got:,} != {ref.params:,} ({ref.source}, {ref.count})"
     spec = get_spec(name)
     if spec.macs and not ref.options and tuple(ref.input_shape) == tuple(spec.default_input_shape):
-        macs = convforge.count_macs(model)
         # Published figures are rounded to 2-3 significant digits.
         assert macs == pytest.approx(spec.macs, rel=0.03), f"{name}: {macs:,} MACs vs published {spec.macs:,.0f}"
-    del model
-    keras.backend.clear_session()  # these are the big ones (up to 143M parameters): free them before the next
 
 
 def test_every_model_has_a_reference():
