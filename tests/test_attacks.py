@@ -13,6 +13,7 @@ import convforge
 from convforge import attacks
 from convforge.attacks.target import WhiteBox
 from convforge.recipes import load_recipe
+from runchecks import check_finished_run
 
 ROOT = Path(__file__).resolve().parents[1]
 ADVERSARIAL = ROOT / "recipes" / "classification" / "lenet5_digits_adversarial.yaml"
@@ -224,6 +225,7 @@ def test_adversarial_training_learns_and_reports_robust_accuracy(adversarial_run
     import csv
 
     run = Path(adversarial_run["run_dir"])
+    check_finished_run(run, load_recipe(run / "recipe.yaml"), epochs=3)  # test_train.py leaves the recipe here
     history = list(csv.DictReader(open(run / "history.csv")))
     assert float(history[-1]["loss"]) < float(history[0]["loss"])
     metrics = json.loads((run / "metrics.json").read_text())

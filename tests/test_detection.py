@@ -13,6 +13,7 @@ import convforge
 from convforge.errors import RecipeError
 from convforge.recipes import load_recipe
 from convforge.tasks import get_task
+from runchecks import check_finished_run
 from smallmodels import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +38,10 @@ def test_ssd_trains_evaluates_and_exports_with_nms(tmp_path, monkeypatch):
         "data.train.objects=[1,3]", "model.options={depths: [1,1,1,1], widths: [8,16,32,64]}",
         "model.input_shape=[64,64,3]", "data.train.size=64", "head={channels: 16, max_detections: 20}",
         "train.optimizer.learning_rate=0.01"]
-    result = convforge.train(load_recipe(SSD, overrides=sets), printer=lambda *_: None, verbose=0)
+    recipe = load_recipe(SSD, overrides=sets)
+    result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
+    check_finished_run(run, recipe, epochs=3)  # test_train.py leaves this recipe to this test
     losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
     assert losses[-1] < losses[0]
     metrics = json.loads((run / "metrics.json").read_text())

@@ -12,6 +12,7 @@ keras = pytest.importorskip("keras")
 import convforge  # noqa: E402
 from convforge.recipes import load_recipe  # noqa: E402
 from convforge.tasks import get_task  # noqa: E402
+from runchecks import check_finished_run  # noqa: E402
 from smallmodels import tiny  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -88,8 +89,10 @@ def test_a_recipe_trains_evaluates_with_segm_ap_draws_and_exports(tmp_path, monk
                                                     "score_threshold": 0.0, "roi_positive_iou": 0.3,
                                                     "train_proposals": 32, "roi_samples": 32}),
         "train.optimizer.learning_rate=0.01"]
-    result = convforge.train(load_recipe(RECIPE, overrides=sets), printer=lambda *_: None, verbose=0)
+    recipe = load_recipe(RECIPE, overrides=sets)
+    result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
+    check_finished_run(run, recipe, epochs=3)  # test_train.py leaves this recipe to this test
     history = list(csv.DictReader(open(run / "history.csv")))
     assert float(history[-1]["loss"]) < float(history[0]["loss"])
     # mask_loss is the mean over positive proposals: the masks themselves are learned, not more proposals found.

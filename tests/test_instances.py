@@ -8,7 +8,7 @@ from pycocotools import mask as coco_mask
 
 from convforge import data
 from convforge.data.instances import ParseContext, flip_pairs, pad_instances, rasterize
-from convforge.errors import DataError, RecipeError
+from convforge.errors import DataError
 from convforge.tasks import Parser, Task, register_task, unregister_task
 
 SIZE = 40  # training size; the shapes images are 48 px, so masks and keypoints are really rescaled

@@ -13,6 +13,7 @@ import convforge  # noqa: E402
 from convforge import data  # noqa: E402
 from convforge.errors import DataError  # noqa: E402
 from convforge.recipes import load_recipe  # noqa: E402
+from runchecks import check_finished_run  # noqa: E402
 from smallmodels import tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,8 +158,10 @@ def test_the_heatmap_recipe_trains_evaluates_draws_and_exports(tmp_path, monkeyp
     sets = [*tiny(HEATMAP, epochs=3, steps=4), "data.train.path=faces", "data.train.n=96", "data.train.size=48",
             "model.input_shape=[48,48,3]", f"model.options={json.dumps(SMALL)}", "head.channels=16",
             "train.optimizer.learning_rate=0.005"]
-    result = convforge.train(load_recipe(HEATMAP, overrides=sets), printer=lambda *_: None, verbose=0)
+    recipe = load_recipe(HEATMAP, overrides=sets)
+    result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
+    check_finished_run(run, recipe, epochs=3)  # test_train.py leaves this recipe to this test
     history = _history(run)
     assert float(history[-1]["loss"]) < float(history[0]["loss"])
     metrics = json.loads((run / "metrics.json").read_text())

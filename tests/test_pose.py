@@ -13,6 +13,7 @@ import convforge  # noqa: E402
 from convforge import data  # noqa: E402
 from convforge.errors import DataError  # noqa: E402
 from convforge.recipes import load_recipe  # noqa: E402
+from runchecks import check_finished_run  # noqa: E402
 from smallmodels import tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,8 +146,10 @@ def test_a_top_down_pose_model_trains_on_crops_and_scores_oks_ap_alike_on_its_ow
     sets = [*tiny(POSE, epochs=2, steps=4), "data.train.path=figures", "data.train.n=50", "data.train.size=64",
             "model.input_shape=[48,36,3]", f"model.options={json.dumps(SMALL)}", "head.channels=16",
             "train.optimizer.learning_rate=0.005"]
-    result = convforge.train(load_recipe(POSE, overrides=sets), printer=lambda *_: None, verbose=0)
+    recipe = load_recipe(POSE, overrides=sets)
+    result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
+    check_finished_run(run, recipe, epochs=2)  # test_train.py leaves this recipe to this test
     history = (run / "history.csv").read_text().splitlines()
     losses = [float(line.split(",")[1]) for line in history[1:]]
     assert losses[-1] < losses[0], losses

@@ -15,6 +15,7 @@ from convforge.errors import ModelError  # noqa: E402
 from convforge.heads.segmentation import PixelLoss, bilinear_kernel, confusion_matrix, iou_from_confusion  # noqa: E402
 from convforge.recipes import load_recipe  # noqa: E402
 from convforge.tasks import get_task  # noqa: E402
+from runchecks import check_finished_run  # noqa: E402
 from smallmodels import tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,8 +139,10 @@ def test_a_recipe_trains_with_class_maps_from_polygons_and_exports(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     sets = tiny(UNET, shapes_dir=tmp_path / "shapes", epochs=3, steps=4) + [
         "model.options={blocks: [1,1,1,1,1], widths: [8,8,16,16,16]}", "train.optimizer.learning_rate=0.01"]
-    result = convforge.train(load_recipe(UNET, overrides=sets), printer=lambda *_: None, verbose=0)
+    recipe = load_recipe(UNET, overrides=sets)
+    result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
+    check_finished_run(run, recipe, epochs=3)  # test_train.py leaves this recipe to this test
     losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
     assert losses[-1] < losses[0]
     metrics = json.loads((run / "metrics.json").read_text())

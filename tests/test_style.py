@@ -12,6 +12,7 @@ import tensorflow as tf
 import convforge
 from convforge.recipes import load_recipe
 from convforge.style import features
+from runchecks import check_finished_run
 from smallmodels import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,7 @@ def fast_run(tmp_path_factory):
 
 def test_the_fast_style_recipe_trains_and_exports_within_1e4(fast_run, tmp_path):
     run = Path(fast_run["run_dir"])
+    check_finished_run(run, load_recipe(run / "recipe.yaml"), epochs=3)  # test_train.py leaves the recipe here
     losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
     assert losses[-1] < losses[0]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -138,9 +140,10 @@ def test_the_adain_recipe_trains_and_stylizes_with_any_style(tmp_path):
 
     sets = [*tiny(ADAIN, tmp_path / "shapes", epochs=2, steps=3), "head.decoder_width=0.1",
             "head.crops_per_style=2", "data.batch_size=4"]
-    result = convforge.train(load_recipe(ADAIN, overrides=sets), run_dir=tmp_path / "run", printer=lambda *_: None,
-                             verbose=0)
+    recipe = load_recipe(ADAIN, overrides=sets)
+    result = convforge.train(recipe, run_dir=tmp_path / "run", printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
+    check_finished_run(run, recipe, epochs=2)  # test_train.py leaves this recipe to this test
     losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
     assert losses[-1] < losses[0]
     metrics = json.loads((run / "metrics.json").read_text())
