@@ -23,6 +23,12 @@ COMPANIONS = {"detection": {"val_AP", "val_AP75", "val_AR100"},
 OUTPUTS = {"localization": 2, "detection": 4, "instance_segmentation": 5, "keypoints": 2}
 
 
+def history_rows(run_dir):
+    """The rows of a run's history.csv, one dict per finished epoch."""
+    with open(Path(run_dir) / "history.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def check_finished_run(run_dir, recipe, epochs):
     """Assert the run's metrics (headline and companions, finite), one history row per epoch, the files a run
     keeps, and a model.keras that loads alone with the recipe's inputs and the task's outputs."""
@@ -34,8 +40,7 @@ def check_finished_run(run_dir, recipe, epochs):
     expected |= COMPANIONS.get(recipe.task, {"val_accuracy"})
     assert expected <= set(metrics), sorted(metrics)
     assert all(math.isfinite(metrics[k]) for k in expected)
-    with open(run_dir / "history.csv", newline="", encoding="utf-8") as f:
-        assert len(list(csv.DictReader(f))) == epochs
+    assert len(history_rows(run_dir)) == epochs
     for name in ("best.keras", "recipe.yaml", "class_names.json", "preprocessing.json", "backup"):
         assert (run_dir / name).exists(), name
     # model.keras is the inference model alone (no optimizer, schedule or losses to deserialize).

@@ -6,7 +6,6 @@ Runs happen in a temporary working directory (runs/ and data/ land there) at tin
 a fresh TensorFlow (logical devices, TF_CONFIG, SIGKILL) run `python -m convforge.cli` or a short script in a
 subprocess.
 """
-import csv
 import json
 import math
 import os
@@ -25,7 +24,7 @@ import pytest
 from convforge.cli import main as cli_main
 from convforge.recipes import load_recipe
 from convforge.tasks import get_task
-from runchecks import check_finished_run
+from runchecks import check_finished_run, history_rows
 from smallmodels import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,11 +54,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 def shapes_dir(tmp_path_factory):
     """One tiny shapes set (64 images of 32 px) shared by the module's shapes runs; generated on first use."""
     return tmp_path_factory.mktemp("shapes32")
-
-
-def history_rows(run_dir):
-    with open(Path(run_dir) / "history.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def cli_argv(recipe_path, sets, *extra):
