@@ -13,7 +13,7 @@ import convforge
 from convforge import attacks
 from convforge.attacks.target import WhiteBox
 from convforge.recipes import load_recipe
-from runchecks import check_finished_run
+from runchecks import check_finished_run, history_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 ADVERSARIAL = ROOT / "recipes" / "classification" / "lenet5_digits_adversarial.yaml"
@@ -222,11 +222,9 @@ def adversarial_run(tmp_path_factory):
 
 
 def test_adversarial_training_learns_and_reports_robust_accuracy(adversarial_run):
-    import csv
-
     run = Path(adversarial_run["run_dir"])
     check_finished_run(run, load_recipe(run / "recipe.yaml"), epochs=3)  # test_train.py leaves the recipe here
-    history = list(csv.DictReader(open(run / "history.csv")))
+    history = history_rows(run)
     assert float(history[-1]["loss"]) < float(history[0]["loss"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["val_robust_accuracy"] <= metrics["val_clean_accuracy_attacked_set"] <= 1
@@ -268,13 +266,11 @@ def test_adversarial_training_is_refused_for_tasks_without_class_scores():
 def test_adversarial_training_and_attacks_run_under_a_forced_mixed_policy(policy, digits, tmp_path):
     """The paths a bf16 CPU or a GPU takes, forced here: PGD inside the train step of a mixed-precision model
     (float16 with its loss scaling), falling loss, and the white-box attacks on the mixed model itself."""
-    import csv
-
     recipe = load_recipe(ADVERSARIAL, overrides=["train.epochs=2", "train.steps_per_epoch=6",
                                                  "train.adversarial.steps=2", f"train.precision={policy}"])
     result = convforge.train(recipe, run_dir=tmp_path / "run", printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
-    losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
+    losses = [float(r["loss"]) for r in history_rows(run)]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["precision"] == policy and 0 <= metrics["val_robust_accuracy"] <= 1

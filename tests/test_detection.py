@@ -1,7 +1,6 @@
 """Detection end to end on a small instance: the SSD head trains from a recipe (loss falls), the run's model.keras
 is the inference model ending in NMS, COCO AP lands in metrics.json, and the exported artifacts give Keras'
 detections in their runtimes."""
-import csv
 import math
 import json
 from pathlib import Path
@@ -13,7 +12,7 @@ import convforge
 from convforge.errors import RecipeError
 from convforge.recipes import load_recipe
 from convforge.tasks import get_task
-from runchecks import check_finished_run
+from runchecks import check_finished_run, history_rows
 from smallmodels import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +41,7 @@ def test_ssd_trains_evaluates_and_exports_with_nms(tmp_path, monkeypatch):
     result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
     check_finished_run(run, recipe, epochs=3)  # test_train.py leaves this recipe to this test
-    losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
+    losses = [float(r["loss"]) for r in history_rows(run)]
     assert losses[-1] < losses[0]
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"val_AP", "val_AP50", "val_AP75", "val_AR100"} <= set(metrics) and 0 <= metrics["val_AP50"] <= 1

@@ -1,6 +1,5 @@
 """Instance segmentation: Mask R-CNN's mask targets and pasting, its public model, a recipe trained, evaluated
 with COCO segm AP, drawn and exported, and the mixed-precision path."""
-import csv
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ keras = pytest.importorskip("keras")
 import convforge  # noqa: E402
 from convforge.recipes import load_recipe  # noqa: E402
 from convforge.tasks import get_task  # noqa: E402
-from runchecks import check_finished_run  # noqa: E402
+from runchecks import check_finished_run, history_rows  # noqa: E402
 from smallmodels import tiny  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -93,7 +92,7 @@ def test_a_recipe_trains_evaluates_with_segm_ap_draws_and_exports(tmp_path, monk
     result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
     check_finished_run(run, recipe, epochs=3)  # test_train.py leaves this recipe to this test
-    history = list(csv.DictReader(open(run / "history.csv")))
+    history = history_rows(run)
     assert float(history[-1]["loss"]) < float(history[0]["loss"])
     # mask_loss is the mean over positive proposals: the masks themselves are learned, not more proposals found.
     assert float(history[-1]["mask_loss"]) < float(history[0]["mask_loss"])

@@ -1,6 +1,5 @@
 """Keypoints: heatmap encoding and decoding, flips that swap the 300-W mirror points, NME and PCK against numpy
 references, the faces generator and the .pts loader, and both heads trained, evaluated, drawn and exported."""
-import csv
 import json
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import convforge  # noqa: E402
 from convforge import data  # noqa: E402
 from convforge.errors import DataError  # noqa: E402
 from convforge.recipes import load_recipe  # noqa: E402
-from runchecks import check_finished_run  # noqa: E402
+from runchecks import check_finished_run, history_rows  # noqa: E402
 from smallmodels import tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,10 +143,6 @@ def test_pts_files_load_as_face_landmarks_and_bad_ones_are_named(tmp_path):
         pts(tmp_path, strict=True)
 
 
-def _history(run):
-    return list(csv.DictReader(open(run / "history.csv")))
-
-
 def test_the_heatmap_recipe_trains_evaluates_draws_and_exports(tmp_path, monkeypatch):
     """Face heatmaps: the loss falls; evaluation writes NME, failure rate and PCK; predict draws the landmarks;
     TFLite and ONNX give Keras' keypoints."""
@@ -162,7 +157,7 @@ def test_the_heatmap_recipe_trains_evaluates_draws_and_exports(tmp_path, monkeyp
     result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
     check_finished_run(run, recipe, epochs=3)  # test_train.py leaves this recipe to this test
-    history = _history(run)
+    history = history_rows(run)
     assert float(history[-1]["loss"]) < float(history[0]["loss"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"val_nme", "val_failure_rate", "val_pck", "val_point_error"} <= set(metrics)

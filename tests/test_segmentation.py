@@ -1,7 +1,6 @@
 """Semantic segmentation: every decoder and upsampling mode gives the input size (odd sizes too), the losses give
 hand-computed values, mean IoU equals scikit-learn's from the same pixels, a recipe trains (loss falls) with the
 class map built from the shapes' polygons, and the model exports to TFLite and ONNX with Keras' numbers."""
-import csv
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from convforge.errors import ModelError  # noqa: E402
 from convforge.heads.segmentation import PixelLoss, bilinear_kernel, confusion_matrix, iou_from_confusion  # noqa: E402
 from convforge.recipes import load_recipe  # noqa: E402
 from convforge.tasks import get_task  # noqa: E402
-from runchecks import check_finished_run  # noqa: E402
+from runchecks import check_finished_run, history_rows  # noqa: E402
 from smallmodels import tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +142,7 @@ def test_a_recipe_trains_with_class_maps_from_polygons_and_exports(tmp_path, mon
     result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
     check_finished_run(run, recipe, epochs=3)  # test_train.py leaves this recipe to this test
-    losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
+    losses = [float(r["loss"]) for r in history_rows(run)]
     assert losses[-1] < losses[0]
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["val_mean_iou"] <= 1 and 0 <= metrics["val_pixel_accuracy"] <= 1

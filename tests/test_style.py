@@ -1,6 +1,5 @@
 """Style transfer: the losses against numpy, the VGG features against keras.applications with the same weights,
 Gatys' optimization, the fast network trained by its recipe, exported and verified, and `convforge stylize`."""
-import csv
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import tensorflow as tf
 import convforge
 from convforge.recipes import load_recipe
 from convforge.style import features
-from runchecks import check_finished_run
+from runchecks import check_finished_run, history_rows
 from smallmodels import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +82,7 @@ def fast_run(tmp_path_factory):
 def test_the_fast_style_recipe_trains_and_exports_within_1e4(fast_run, tmp_path):
     run = Path(fast_run["run_dir"])
     check_finished_run(run, load_recipe(run / "recipe.yaml"), epochs=3)  # test_train.py leaves the recipe here
-    losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
+    losses = [float(r["loss"]) for r in history_rows(run)]
     assert losses[-1] < losses[0]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val_perceptual_loss"] < metrics["val_unstyled_perceptual_loss"]
@@ -144,7 +143,7 @@ def test_the_adain_recipe_trains_and_stylizes_with_any_style(tmp_path):
     result = convforge.train(recipe, run_dir=tmp_path / "run", printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
     check_finished_run(run, recipe, epochs=2)  # test_train.py leaves this recipe to this test
-    losses = [float(r["loss"]) for r in csv.DictReader(open(run / "history.csv"))]
+    losses = [float(r["loss"]) for r in history_rows(run)]
     assert losses[-1] < losses[0]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val_style_loss"] < metrics["val_unstyled_style_loss"]
@@ -176,7 +175,7 @@ def test_the_fast_network_trains_under_mixed_bfloat16_and_its_int8_export_runs(f
             "head.style_size=48", "data.batch_size=4", "train.precision=mixed_bfloat16"]
     result = convforge.train(load_recipe(FAST, overrides=sets), run_dir=tmp_path / "run", printer=lambda *_: None,
                              verbose=0)
-    losses = [float(r["loss"]) for r in csv.DictReader(open(Path(result["run_dir"]) / "history.csv"))]
+    losses = [float(r["loss"]) for r in history_rows(result["run_dir"])]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     assert json.loads((Path(result["run_dir"]) / "metrics.json").read_text())["precision"] == "mixed_bfloat16"
     keras.config.set_dtype_policy("float32")
