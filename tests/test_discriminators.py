@@ -80,8 +80,8 @@ def test_the_unet_generator_keeps_the_size_and_exports_within_1e4(tmp_path):
 
 
 def test_cyclegan_trains_with_finite_losses_and_a_falling_cycle_loss(tmp_path):
-    """A few steps on flat vs textured shapes (unpaired: two seeds): every logged loss is finite, the cycle loss
-    falls, and the model translates pictures of A into pictures of B's size."""
+    """A few steps on flat vs textured shapes (unpaired: two seeds), with the R1 penalty on: every logged loss is
+    finite, the cycle loss falls, and the model translates pictures of A into pictures of B's size."""
     import keras
 
     from convforge import data
@@ -100,13 +100,14 @@ def test_cyclegan_trains_with_finite_losses_and_a_falling_cycle_loss(tmp_path):
     model = CycleGAN(resnet_generator((32, 32, 3), (8, 16, 16), 1, name="g_ab"),
                      resnet_generator((32, 32, 3), (8, 16, 16), 1, name="g_ba"),
                      d.patchgan((32, 32, 3), 8, 2, name="d_a"), d.patchgan((32, 32, 3), 8, 2, name="d_b"),
-                     pool_size=8)
+                     pool_size=8, r1_weight=0.01)
     model.compile(keras.optimizers.Adam(2e-3, beta_1=0.5), keras.optimizers.Adam(2e-3, beta_1=0.5))
     pairs = tf.data.Dataset.from_tensor_slices((flat, textured)).batch(4).repeat()
     history = model.fit(pairs, epochs=4, steps_per_epoch=4, verbose=0).history
     assert set(LOSS_NAMES) <= set(history)
     assert all(np.isfinite(history[name]).all() for name in LOSS_NAMES)
     assert history["cycle_loss"][-1] < history["cycle_loss"][0]
+    assert min(history["r1_penalty"]) > 0
     assert model(flat[:2]).shape == (2, 32, 32, 3)
 
 
@@ -165,6 +166,30 @@ def test_the_unet_full_resolution_skip_feeds_the_last_conv_and_the_network_expor
                                 progress=None, latency_runs=0)
     for entry in exported["card"]["artifacts"]:
         assert entry["check"]["status"] == "passed" and entry["check"]["max_abs_diff"] <= 1e-4, entry
+
+
+def test_the_r1_penalty_equals_its_definition_and_reaches_the_discriminator_s_weights():
+    """R1: the mean over pictures of |d sum(logits) / d picture|^2. A 1x1 linear discriminator with kernel w scores
+    sum_pixels w . x, whose slope is w at every pixel: 16 pixels give 16 |w|^2, and d penalty / d w = 32 w (the
+    gradient of a gradient: what makes it a penalty the discriminator learns from). A squaring one scores
+    sum x^2, slope 2x: the penalty is the mean over pictures of sum 4 x^2."""
+    import keras
+
+    w = np.array([0.5, -1.0, 2.0], "float32")
+    inputs = keras.Input((4, 4, 3))
+    linear = keras.Model(inputs, keras.layers.Conv2D(1, 1, use_bias=False, name="w")(inputs))
+    linear.get_layer("w").kernel.assign(w.reshape(1, 1, 3, 1))
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype("float32")
+    with tf.GradientTape() as tape:
+        logits, penalty = d.r1_scores(linear, x)
+    np.testing.assert_allclose(logits.numpy(), x @ w.reshape(3, 1), rtol=1e-5)
+    assert float(penalty) == pytest.approx(16 * float(w @ w), rel=1e-5)
+    slope = tape.gradient(penalty, linear.get_layer("w").kernel)
+    np.testing.assert_allclose(slope.numpy().ravel(), 32 * w, rtol=1e-5)
+
+    squaring = keras.Model(inputs, keras.layers.Lambda(lambda t: keras.ops.sum(t * t, -1, keepdims=True))(inputs))
+    _, penalty = d.r1_scores(squaring, x)
+    assert float(penalty) == pytest.approx(float(np.mean(np.sum(4 * x ** 2, axis=(1, 2, 3)))), rel=1e-5)
 
 
 def test_per_domain_cycle_weights_weigh_each_round_trip_and_its_identity_term():

@@ -182,15 +182,16 @@ def test_two_domains_are_the_translation_task_s_alone(tmp_path):
 
 
 def test_cyclegan_trains_under_forced_mixed_precision(tmp_path):
-    """The bf16 CPU path and the float16 GPU path (loss scaling on both optimizers) forced on CPU: every loss
-    stays finite and the generators compute in the low precision."""
+    """The bf16 CPU path and the float16 GPU path (loss scaling on both optimizers) forced on CPU, with the R1
+    penalty's gradient of a gradient: every loss stays finite and the generators compute in the low precision."""
     import keras
 
     for policy in ("mixed_bfloat16", "mixed_float16"):
         recipe = load_recipe(RECIPE, overrides=_small(tmp_path, f"train.precision={policy}", "train.epochs=1",
-                                                      "train.steps_per_epoch=2"))
+                                                      "train.steps_per_epoch=2", "head.r1_weight=0.01"))
         result = convforge.train(recipe, run_dir=tmp_path / policy, printer=lambda *_: None, verbose=0)
         rows = list(csv.DictReader(open(Path(result["run_dir"]) / "history.csv")))
         assert all(np.isfinite(float(r[k])) for r in rows for k in r if k != "epoch"), rows
+        assert float(rows[-1]["r1_penalty"]) > 0
         assert result["metrics"]["precision"] == policy
         keras.config.set_dtype_policy("float32")

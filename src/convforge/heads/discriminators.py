@@ -60,6 +60,22 @@ def generator_loss(fake_logits, kind="least_squares"):
     raise ValueError(f"GAN loss {kind!r} is not accepted; accepted: {', '.join(GAN_LOSSES)}")
 
 
+def r1_scores(discriminator, real, training=True):
+    """A discriminator's logits on real pictures and its R1 penalty (Mescheder et al., ICML 2018): the mean over
+    pictures of |d sum(logits) / d picture|^2, every patch's logit summed as the score of the whole picture. Call
+    it inside the tape that differentiates the discriminator's loss, so the penalty's own gradient reaches its
+    weights."""
+    import tensorflow as tf
+
+    real = tf.convert_to_tensor(real)
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        logits = discriminator(real, training=training)
+        total = tf.reduce_sum(tf.cast(logits, tf.float32))
+    slope = tf.cast(tape.gradient(total, real), tf.float32)
+    return logits, tf.reduce_mean(tf.reduce_sum(tf.square(slope), axis=tf.range(1, tf.rank(slope))))
+
+
 def cycle_loss(original, reconstructed):
     """Cycle consistency: the mean absolute difference between a picture and its round trip (A -> B -> A)."""
     return ops.mean(ops.abs(ops.cast(original, "float32") - ops.cast(reconstructed, "float32")))

@@ -94,6 +94,9 @@ class TranslationOptions(BaseModel):
     pool_size: int = Field(50, ge=0, description="generated pictures the discriminators' history keeps (0: none)")
     discriminator_lr_ratio: float = Field(1.0, gt=0, description="the discriminators' learning rate as a multiple "
                                                                  "of train.optimizer's (TTUR: > 1 learns faster)")
+    r1_weight: float = Field(0.0, ge=0, description="R1 gradient penalty on the discriminators (Mescheder et al. "
+                                                    "2018's gamma: gamma/2 x |slope at real pictures|^2; 0: none)")
+
     @field_validator("cycle_weight")
     @classmethod
     def _non_negative(cls, value):
@@ -164,7 +167,7 @@ class Translation(Task):
                         patchgan(input_shape, d.filters, d.downsamplings, name="discriminator_b", norm=d.norm))
         return CycleGAN(*networks, gan_loss=o.gan_loss, cycle_weight=o.cycle_weight,
                         identity_weight=o.identity_weight, pool_size=o.pool_size,
-                        discriminator_lr_ratio=o.discriminator_lr_ratio, name="cyclegan")
+                        discriminator_lr_ratio=o.discriminator_lr_ratio, r1_weight=o.r1_weight, name="cyclegan")
 
     def public_model(self, model):
         """convforge.build_model hands out the whole CycleGAN (calling it translates A -> B)."""

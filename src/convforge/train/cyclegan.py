@@ -12,12 +12,12 @@ loss per epoch; calling it translates A -> B.
 import keras
 import tensorflow as tf
 
-from convforge.heads.discriminators import ImagePool, cycle_loss, discriminator_loss, generator_loss
+from convforge.heads.discriminators import ImagePool, cycle_loss, discriminator_loss, generator_loss, r1_scores
 
 NETWORKS = ("generator_ab", "generator_ba", "discriminator_a", "discriminator_b")
 ROW_TITLES = ("A", "A -> B", "A -> B -> A", "B", "B -> A", "B -> A -> B")
 LOSS_NAMES = ("generator_ab_loss", "generator_ba_loss", "discriminator_a_loss", "discriminator_b_loss",
-              "cycle_loss", "identity_loss")
+              "cycle_loss", "identity_loss", "r1_penalty")
 
 
 @keras.saving.register_keras_serializable(package="convforge")
@@ -26,7 +26,7 @@ class CycleGAN(keras.Model):
 
     def __init__(self, generator_ab, generator_ba, discriminator_a, discriminator_b, *, gan_loss="least_squares",
                  cycle_weight=10.0, identity_weight=0.5, pool_size=50, seed=0, discriminator_lr_ratio=1.0,
-                 **kwargs):
+                 r1_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         self.generator_ab, self.generator_ba = generator_ab, generator_ba
         self.discriminator_a, self.discriminator_b = discriminator_a, discriminator_b
@@ -38,9 +38,14 @@ class CycleGAN(keras.Model):
         # Heusel et al.'s two time-scale rule (TTUR): a discriminator that learns faster gives the generators a
         # useful gradient sooner.
         self.discriminator_lr_ratio = float(discriminator_lr_ratio)
+        # R1 (Mescheder et al. 2018): a penalty on the discriminators' slope at real pictures, gamma / 2 x it, so
+        # what they learn points from generated pictures toward real ones instead of anywhere that scores real.
+        self.r1_weight = float(r1_weight)
         shape = tuple(generator_ab.inputs[0].shape[1:])
         self.pool_a, self.pool_b = ImagePool(pool_size, shape, seed), ImagePool(pool_size, shape, seed + 1)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+        # The penalty is logged (the sum over both discriminators) only when it is part of the loss.
+        names = LOSS_NAMES if self.r1_weight > 0 else LOSS_NAMES[:-1]
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.val_trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "psnr")}
 
     def get_config(self):
@@ -48,7 +53,7 @@ class CycleGAN(keras.Model):
         networks = {name: keras.saving.serialize_keras_object(getattr(self, name)) for name in NETWORKS}
         return {**super().get_config(), **networks, "gan_loss": self.gan_loss, "cycle_weight": list(self.cycle_weights),
                 "identity_weight": self.identity_weight, "pool_size": self.pool_a.size,
-                "discriminator_lr_ratio": self.discriminator_lr_ratio}
+                "discriminator_lr_ratio": self.discriminator_lr_ratio, "r1_weight": self.r1_weight}
 
     @classmethod
     def from_config(cls, config):
@@ -116,11 +121,17 @@ class CycleGAN(keras.Model):
             fake_a, fake_b, generators = terms["fake_a"], terms["fake_b"], terms["total"]
             shown_b = self.pool_b.query(tf.stop_gradient(fake_b))
             shown_a = self.pool_a.query(tf.stop_gradient(fake_a))
-            loss_b = discriminator_loss(self.discriminator_b(real_b, training=True),
-                                        self.discriminator_b(shown_b, training=True), kind)
-            loss_a = discriminator_loss(self.discriminator_a(real_a, training=True),
-                                        self.discriminator_a(shown_a, training=True), kind)
-            discriminators = loss_a + loss_b
+            real_scores, penalty = {}, tf.constant(0.0)
+            for domain, discriminator, real in (("a", self.discriminator_a, real_a),
+                                                ("b", self.discriminator_b, real_b)):
+                if self.r1_weight > 0:
+                    real_scores[domain], slope = r1_scores(discriminator, real)
+                    penalty += slope
+                else:
+                    real_scores[domain] = discriminator(real, training=True)
+            loss_b = discriminator_loss(real_scores["b"], self.discriminator_b(shown_b, training=True), kind)
+            loss_a = discriminator_loss(real_scores["a"], self.discriminator_a(shown_a, training=True), kind)
+            discriminators = loss_a + loss_b + 0.5 * self.r1_weight * penalty
             # Scaled for a LossScaleOptimizer (mixed_float16), unchanged otherwise; apply() unscales.
             scaled_generators = self.generator_optimizer.scale_loss(generators)
             scaled_discriminators = self.discriminator_optimizer.scale_loss(discriminators)
@@ -133,8 +144,8 @@ class CycleGAN(keras.Model):
                                                          discriminator_variables))
         del tape
         values = (terms["adversarial_ab"], terms["adversarial_ba"], loss_a, loss_b,
-                  terms["cycle_a"] + terms["cycle_b"], terms["identity_a"] + terms["identity_b"])
-        for name, value in zip(LOSS_NAMES, values):
+                  terms["cycle_a"] + terms["cycle_b"], terms["identity_a"] + terms["identity_b"], penalty)
+        for name, value in zip(self.trackers, values):
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
