@@ -242,3 +242,35 @@ def test_the_discriminators_optimizer_is_a_copy_at_the_ttur_ratio():
     wrapped = scaled_copy(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)), 3.0)
     assert isinstance(wrapped, keras.optimizers.LossScaleOptimizer)
     assert float(wrapped.inner_optimizer.learning_rate) == pytest.approx(0.3)
+
+
+def test_picture_context_shows_the_last_convs_the_picture_and_its_mean_colour_and_exports(tmp_path):
+    """PictureContext: the picture's logit (clipped 1e-3 off 0 and 1) over logit(1 - 1e-3), then the picture's
+    mean colour at every pixel; both generators built with it still start as the identity (input skip), convmath
+    reports their output as local with a global signal, and the U-Net exports to TFLite and ONNX within 1e-4."""
+    from convforge import convmath
+    from convforge.heads.generators import PictureContext, resnet_generator, unet_generator
+
+    pictures = np.random.default_rng(2).uniform(0.0, 1.0, (2, 8, 8, 3)).astype("float32")
+    context = np.asarray(PictureContext()(pictures))
+    clipped = np.clip(pictures, 1e-3, 1 - 1e-3)
+    np.testing.assert_allclose(context[..., :3], np.log(clipped / (1 - clipped)) / np.log(999.0), atol=1e-5)
+    np.testing.assert_allclose(context[..., 3:], np.broadcast_to(pictures.mean((1, 2), keepdims=True),
+                                                                 pictures.shape), atol=1e-6)
+
+    pictures = np.random.default_rng(3).uniform(0.01, 0.99, (2, 32, 32, 3)).astype("float32")
+    unet = unet_generator((32, 32, 3), (8, 16, 32), input_skip=True, full_resolution_skip=True, edge_kernel=5,
+                          padding="reflect", picture_context=True)
+    resnet = resnet_generator((32, 32, 3), (4, 4, 8), 1, edge_kernel=3, input_skip=True, picture_context=True)
+    for model in (unet, resnet):
+        assert model.get_layer("picture_context_conv").input.shape[-1] > 6
+        np.testing.assert_allclose(np.asarray(model(pictures)), pictures, atol=1e-5, err_msg=model.name)
+        field = convmath.receptive_fields(model)[model.layers[-1].name]
+        assert field.global_context and not field.is_global, model.name
+    # Trained weights are not zero: give the last conv some, so the export check compares a real change.
+    rgb = unet.get_layer("to_rgb")
+    rgb.set_weights([np.random.default_rng(4).normal(0, 0.1, w.shape).astype("float32") for w in rgb.get_weights()])
+    exported = convforge.export(unet, tmp_path, formats=["tflite", "onnx"], inputs_for_check=pictures,
+                                progress=None, latency_runs=0)
+    for entry in exported["card"]["artifacts"]:
+        assert entry["check"]["status"] == "passed" and entry["check"]["max_abs_diff"] <= 1e-4, entry

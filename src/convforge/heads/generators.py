@@ -9,6 +9,7 @@ LeakyReLU 0.2, then nearest upsampling + conv back up with each level's encoder 
 carry the picture's edges across). The output is an image on 0..1 (a sigmoid).
 """
 import keras
+import numpy as np
 from keras import layers, ops
 
 UPSAMPLING = ("nearest", "transpose")
@@ -32,13 +33,13 @@ def _conv_norm(x, filters, kernel, stride, name, activation="relu", padding="zer
 
 def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsampling="nearest",
                      name="resnet_generator", edge_kernel=9, input_skip=False, padding="zeros",
-                     full_resolution_skip=False):
+                     full_resolution_skip=False, picture_context=False):
     """Johnson et al.'s transformation network: images on the input's scale -> images on 0..1, same size
     (height and width divisible by 4); edge_kernel: the first and last convs' size (Johnson 9, CycleGAN 7);
     input_skip: the network predicts a change to the input picture (on 0..1) instead of a new picture;
     padding: zeros, or reflect (CycleGAN's) for the stride-1 convs; full_resolution_skip: the last conv also reads
     the first block's full-resolution features (a U-Net-like skip), so detail finer than the quarter-resolution
-    blocks (a texture to take away, an edge to keep) reaches the output."""
+    blocks (a texture to take away, an edge to keep) reaches the output; picture_context: see _picture_context."""
     _check(padding, upsampling)
     first, middle, deep = widths
     inputs = keras.Input(tuple(input_shape), name="image")
@@ -60,6 +61,8 @@ def resnet_generator(input_shape, widths=(32, 64, 128), residual_blocks=5, upsam
             x = layers.Activation("relu", name=f"up{i}_relu")(x)
     if full_resolution_skip:
         x = layers.Concatenate(name="full_resolution_skip")([x, full])
+    if picture_context:
+        x = _picture_context(x, inputs, first, padding)
     outputs = _to_picture(x, inputs, edge_kernel, padding, input_skip, "stylized")
     return keras.Model(inputs, outputs, name=name)
 
@@ -70,6 +73,46 @@ def _check(padding, upsampling="nearest"):
         raise ValueError(f"upsampling {upsampling!r} is not accepted; accepted: {', '.join(UPSAMPLING)}")
     if padding not in PADDINGS:
         raise ValueError(f"padding {padding!r} is not accepted; accepted: {', '.join(PADDINGS)}")
+
+
+def _picture_context(x, inputs, width, padding):
+    """The features, the picture itself and its mean colour, mixed by a 3x3 conv + ReLU before the last conv.
+    Instance normalization takes every feature map's mean and contrast away from the first layer on, so without
+    this the network cannot see how bright a pixel is or what colour the whole picture averages: what repainting a
+    textured background in its mean colour, a stripe's strength taken away, needs."""
+    context = PictureContext(name="picture_context")(inputs)
+    x = layers.Concatenate(name="picture_context_concat")([x, context])
+    if padding == "reflect":
+        x = ReflectionPadding2D(1, name="picture_context_pad")(x)
+    x = layers.Conv2D(width, 3, padding="valid" if padding == "reflect" else "same", name="picture_context_conv")(x)
+    return layers.Activation("relu", name="picture_context_relu")(x)
+
+
+@keras.saving.register_keras_serializable(package="convforge")
+class PictureContext(layers.Layer):
+    """A picture on 0..1 -> its logit scaled to -1..1 and its mean colour at every pixel (6 channels), neither
+    normalized per picture."""
+
+    # convmath: each output pixel reads its own input pixel, plus a signal from the whole picture (its mean).
+    receptive_field_global_context = True
+
+    def __init__(self, margin=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.logit = InputLogit(margin, name="logit")
+
+    def call(self, images):
+        bound = float(np.log((1.0 - self.logit.margin) / self.logit.margin))
+        images = ops.cast(images, self.compute_dtype)
+        logit = ops.cast(self.logit(images), self.compute_dtype) / bound
+        # Added to zeros of the picture's shape: a broadcast that SavedModel, TFLite and ONNX all hold.
+        mean = ops.mean(images, axis=(1, 2), keepdims=True) + ops.zeros_like(images)
+        return ops.concatenate([logit, mean], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (2 * input_shape[-1],)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.logit.margin}
 
 
 def _to_picture(x, inputs, kernel, padding, input_skip, name):
@@ -107,12 +150,12 @@ class InputLogit(layers.Layer):
 
 
 def unet_generator(input_shape, widths=(32, 64, 128, 256), name="unet_generator", input_skip=False,
-                   full_resolution_skip=False, edge_kernel=7, padding="zeros"):
+                   full_resolution_skip=False, edge_kernel=7, padding="zeros", picture_context=False):
     """pix2pix's U-Net generator: images -> images on 0..1, same size (height and width divisible by
     2 ** len(widths)); full_resolution_skip: a stride-1 conv of edge_kernel (padding zeros or reflect) at the full
     resolution first, whose features the last conv reads again (pix2pix's first level is already at half size,
     so a one-pixel edge has no path to the output); input_skip: predict a change to the input (starts as the
-    identity), as resnet_generator's."""
+    identity), as resnet_generator's; picture_context: see _picture_context."""
     _check(padding)
     inputs = keras.Input(tuple(input_shape), name="image")
     x, skips = inputs, []
@@ -134,6 +177,8 @@ def unet_generator(input_shape, widths=(32, 64, 128, 256), name="unet_generator"
     if full_resolution_skip:
         x = _conv_norm(x, widths[0], 3, 1, "out", padding=padding)
         x = layers.Concatenate(name="full_resolution_skip")([x, full])
+    if picture_context:
+        x = _picture_context(x, inputs, widths[0], padding)
     return keras.Model(inputs, _to_picture(x, inputs, 3, padding, input_skip, "translated"), name=name)
 
 

@@ -47,6 +47,9 @@ class GeneratorOptions(BaseModel):
                                                           "or the unet's half-resolution levels)")
     input_skip: bool = Field(False, description="predict a change to the input picture (the network starts as the "
                                                 "identity) instead of a new picture")
+    picture_context: bool = Field(False, description="the last convs also see the picture itself and its mean "
+                                                     "colour, which instance normalization hides from every "
+                                                     "other layer")
 
     @field_validator("widths")
     @classmethod
@@ -61,7 +64,7 @@ class GeneratorOptions(BaseModel):
         given = sorted(k for k in RESNET_ONLY if getattr(self, k) != type(self).model_fields[k].default)
         if self.name == "unet" and given:
             raise ValueError(f"{', '.join(given)} is a resnet generator option; the unet generator takes: widths, "
-                             f"edge_kernel, padding, full_resolution_skip, input_skip")
+                             f"edge_kernel, padding, full_resolution_skip, input_skip, picture_context")
         return self
 
 
@@ -155,10 +158,11 @@ class Translation(Task):
                                      f"widths for the resnet generator")
                 return resnet_generator(input_shape, widths, g.residual_blocks, g.upsampling, name=name,
                                         edge_kernel=g.edge_kernel, input_skip=g.input_skip,
-                                        padding=g.padding, full_resolution_skip=g.full_resolution_skip)
+                                        padding=g.padding, full_resolution_skip=g.full_resolution_skip,
+                                        picture_context=g.picture_context)
             return unet_generator(input_shape, tuple(g.widths or (32, 64, 128, 256)), name=name,
                                   input_skip=g.input_skip, full_resolution_skip=g.full_resolution_skip,
-                                  edge_kernel=g.edge_kernel, padding=g.padding)
+                                  edge_kernel=g.edge_kernel, padding=g.padding, picture_context=g.picture_context)
 
         d = o.discriminator
         with precision(dtype):
