@@ -13,7 +13,7 @@ import convforge  # noqa: E402
 from convforge import data  # noqa: E402
 from convforge.errors import DataError  # noqa: E402
 from convforge.recipes import load_recipe  # noqa: E402
-from runchecks import check_finished_run  # noqa: E402
+from runchecks import check_finished_run, history_rows  # noqa: E402
 from smallmodels import tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,8 +150,7 @@ def test_a_top_down_pose_model_trains_on_crops_and_scores_oks_ap_alike_on_its_ow
     result = convforge.train(recipe, printer=lambda *_: None, verbose=0)
     run = Path(result["run_dir"])
     check_finished_run(run, recipe, epochs=2)  # test_train.py leaves this recipe to this test
-    history = (run / "history.csv").read_text().splitlines()
-    losses = [float(line.split(",")[1]) for line in history[1:]]
+    losses = [float(row["loss"]) for row in history_rows(run)]
     assert losses[-1] < losses[0], losses
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val_pck_normalization"] == "torso" and 0 <= metrics["val_pck"] <= 1
