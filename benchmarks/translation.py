@@ -7,6 +7,8 @@ exported to every format and verified; a gallery (input, A -> B, ground truth, A
 Writes benchmarks/results/translation.json, translation.md and translation_gallery.png (the README's). Run: make
 bench, or
     python benchmarks/translation.py [--train]
+With --ceiling [--steps N] it measures instead what the recipe's generator reaches with paired supervision (the
+bound unpaired training is not expected to pass): results/translation_ceiling_N.json.
 """
 import json
 import os
@@ -99,6 +101,55 @@ def measure(train=False, run=None):
                        (("generator", "model.keras"),)}}
 
 
+def supervised_ceiling(judge_run, steps=None):
+    """What the recipe's A -> B generator reaches with paired supervision: trained with L1 against the same train
+    scenes drawn in B's style (the recipe's optimizer, batch and step count unless `steps`), then scored as the
+    recipe's runs are (PSNR, SSIM, the judge). Unpaired training is not expected to beat it."""
+    import time
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from convforge import data
+    from convforge.bench.compare import _machine
+    from convforge.preprocessing import read_image
+    from convforge.recipes import load_recipe
+    from convforge.tasks import get_task
+    from convforge.train.datasets import val_data
+
+    recipe = load_recipe(RECIPE)
+    a = recipe.data.train  # domain_a
+    steps = steps or recipe.train.epochs * recipe.train.steps_per_epoch
+    common = dict(n=a.n, size=a.size, seed=a.seed, val_fraction=a.val_fraction, objects=tuple(a.objects),
+                  classes=tuple(a.classes), rotate=a.rotate)
+    pictures = []
+    for path, style in ((a.path, a.style), (f"{a.path}_paired_train", recipe.data.domain_b.style)):
+        folder = data.generate_shapes(path, style=style, **common)["train"][1]
+        names = sorted(os.listdir(folder))
+        pictures.append(np.stack([np.asarray(read_image(os.path.join(folder, n), 3), np.float32) / 255.0
+                                  for n in names]))
+    task = get_task("translation", {**recipe.head, "judge": str(judge_run)})
+    keras.utils.set_random_seed(recipe.train.seed)
+    generator = task.build_model(None, recipe.model.input_shape, None).generator_ab
+    o = recipe.train.optimizer
+    rate = keras.optimizers.schedules.CosineDecay(o.learning_rate, steps)
+    generator.compile(keras.optimizers.Adam(rate, beta_1=o.beta_1), loss="mae")
+
+    def flip(x, y):
+        return tf.cond(tf.random.uniform(()) < 0.5, lambda: (x, y), lambda: (x[:, ::-1], y[:, ::-1]))
+
+    pairs = (tf.data.Dataset.from_tensor_slices(tuple(pictures)).shuffle(len(pictures[0]), seed=recipe.train.seed)
+             .repeat().map(flip).batch(recipe.data.batch_size))
+    start = time.perf_counter()
+    history = generator.fit(pairs, steps_per_epoch=steps, epochs=1, verbose=0).history
+    seconds = time.perf_counter() - start
+    val, class_names = val_data(recipe)
+    scores = task.evaluate(generator, val, class_names)
+    return {"machine": _machine(), "steps": steps, "train_seconds": seconds, "final_l1": history["loss"][-1],
+            "judge_run": str(judge_run), "val": scores}
+
+
 def render(result):
     """The Markdown table."""
     from convforge.bench.compare import machine_line
@@ -138,8 +189,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", action="store_true", help="train the recipe (and the judge) when it has no run")
     parser.add_argument("--run", help="a run folder of the recipe to measure (default: its newest)")
+    parser.add_argument("--ceiling", action="store_true", help="instead: train the recipe's generator with paired "
+                        "supervision and score it (results/translation_ceiling.json)")
+    parser.add_argument("--steps", type=int, help="--ceiling's training steps (default: the recipe's)")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.ceiling:
+        from convforge.bench.recipe_runs import newest_run
+        from convforge.recipes import load_recipe
+
+        judge_run, judge_metrics = newest_run(judge_recipe(load_recipe(RECIPE)), JUDGE, args.train)
+        if judge_run is None:
+            raise SystemExit(judge_metrics)
+        result = supervised_ceiling(judge_run, args.steps)
+        out = OUT / f"translation_ceiling_{result['steps']}.json"
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result["val"]), f"\nwrote {out}")
+        return
     result = measure(args.train, args.run)
     (OUT / "translation.json").write_text(json.dumps(result, indent=1) + "\n")
     (OUT / "translation.md").write_text(render(result))
