@@ -190,7 +190,7 @@ def main(argv=None):
     parser.add_argument("--train", action="store_true", help="train the recipe (and the judge) when it has no run")
     parser.add_argument("--run", help="a run folder of the recipe to measure (default: its newest)")
     parser.add_argument("--ceiling", action="store_true", help="instead: train the recipe's generator with paired "
-                        "supervision and score it (results/translation_ceiling.json)")
+                        "supervision and score it (results/translation_ceiling_STEPS.json)")
     parser.add_argument("--steps", type=int, help="--ceiling's training steps (default: the recipe's)")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
