@@ -111,24 +111,18 @@ def supervised_ceiling(judge_run, steps=None):
     import numpy as np
     import tensorflow as tf
 
-    from convforge import data
     from convforge.bench.compare import _machine
-    from convforge.preprocessing import read_image
     from convforge.recipes import load_recipe
     from convforge.tasks import get_task
     from convforge.train.datasets import val_data
 
     recipe = load_recipe(RECIPE)
-    a = recipe.data.train  # domain_a
     steps = steps or recipe.train.epochs * recipe.train.steps_per_epoch
-    common = dict(n=a.n, size=a.size, seed=a.seed, val_fraction=a.val_fraction, objects=tuple(a.objects),
-                  classes=tuple(a.classes), rotate=a.rotate)
-    pictures = []
-    for path, style in ((a.path, a.style), (f"{a.path}_paired_train", recipe.data.domain_b.style)):
-        folder = data.generate_shapes(path, style=style, **common)["train"][1]
-        names = sorted(os.listdir(folder))
-        pictures.append(np.stack([np.asarray(read_image(os.path.join(folder, n), 3), np.float32) / 255.0
-                                  for n in names]))
+    # The train split of A with its scenes drawn in B's style, read as evaluation reads val and its paired truth.
+    as_val = load_recipe(RECIPE, overrides=["data.val.split=train", "data.paired_val.split=train",
+                                            f"data.paired_val.path={recipe.data.train.path}_paired_train"])
+    batches = [(np.asarray(images), np.asarray(targets["paired"])) for images, targets in val_data(as_val)[0]]
+    pictures = tuple(np.concatenate(part) for part in zip(*batches))
     task = get_task("translation", {**recipe.head, "judge": str(judge_run)})
     keras.utils.set_random_seed(recipe.train.seed)
     generator = task.build_model(None, recipe.model.input_shape, None).generator_ab
@@ -139,7 +133,7 @@ def supervised_ceiling(judge_run, steps=None):
     def flip(x, y):
         return tf.cond(tf.random.uniform(()) < 0.5, lambda: (x, y), lambda: (x[:, ::-1], y[:, ::-1]))
 
-    pairs = (tf.data.Dataset.from_tensor_slices(tuple(pictures)).shuffle(len(pictures[0]), seed=recipe.train.seed)
+    pairs = (tf.data.Dataset.from_tensor_slices(pictures).shuffle(len(pictures[0]), seed=recipe.train.seed)
              .repeat().map(flip).batch(recipe.data.batch_size))
     start = time.perf_counter()
     history = generator.fit(pairs, steps_per_epoch=steps, epochs=1, verbose=0).history
