@@ -8,7 +8,7 @@ upsampled to `size`), options (builder options, default alpha 0.5), head (locali
 batch, lr, wd, opt (adamw | sgd), schedule (cosine with a 1-epoch warm-up | onecycle), label_smoothing, seed.
 Several invocations may share one GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false); each writes RESULT_NAME.
 """
-import json, os, sys, time
+import functools, json, os, sys, time
 
 import numpy as np
 import keras
@@ -21,6 +21,7 @@ from convforge.tasks import get_task
 out = os.environ["OUT"]
 
 
+@functools.lru_cache(maxsize=4)
 def load(split, data_size, size):
     root = f"/tmp/shapes{data_size}_6k"
     if not os.path.exists(f"{root}/annotations/instances_val.json"):
