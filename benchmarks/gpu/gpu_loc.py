@@ -6,7 +6,8 @@ accuracy@IoU50 per epoch on val), to pick one worth timing on the 2-core CPU.
 Each config may set: size (input side), data_size (the side the shapes are drawn at; 64 is the recipes' set,
 upsampled to `size`), options (builder options, default alpha 0.5), head (localization head options), epochs,
 batch, lr, wd, opt (adamw | sgd), schedule (cosine with a 1-epoch warm-up | onecycle), label_smoothing, seed.
-Several invocations may share one GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false); each writes RESULT_NAME.
+Several invocations may share one GPU (XLA_PYTHON_CLIENT_PREALLOCATE=false); each writes RESULT_NAME. Draw the
+sets before starting them side by side (as the README's command does), or each would draw its own at once.
 """
 import functools, json, os, sys, time
 
@@ -23,6 +24,8 @@ out = os.environ["OUT"]
 
 @functools.lru_cache(maxsize=4)
 def load(split, data_size, size):
+    """One split of the 6000-image set drawn at data_size px, resized to size, ImageNet-normalized, with labels
+    and [ymin, xmin, ymax, xmax] boxes; draws the set first if /tmp lacks it."""
     root = f"/tmp/shapes{data_size}_6k"
     if not os.path.exists(f"{root}/annotations/instances_val.json"):
         generate_shapes(root, n=6000, size=data_size, seed=0, objects=(1, 1))
@@ -45,6 +48,7 @@ def load(split, data_size, size):
 
 
 def iou(a, b):
+    """Row-wise IoU of two [N, 4] box arrays."""
     ih = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
     iw = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
     inter = ih * iw
@@ -53,6 +57,7 @@ def iou(a, b):
 
 
 def schedule_for(cfg, steps, epochs):
+    """The config's learning-rate schedule, shaped as the recipe schema's cosine (1-epoch warm-up) or one_cycle."""
     lr = cfg.get("lr", 0.003)
     if cfg.get("schedule") == "onecycle":
         total, up = epochs * steps, int(0.3 * epochs * steps)
@@ -63,6 +68,7 @@ def schedule_for(cfg, steps, epochs):
 
 
 def run(cfg):
+    """Train one setting, yielding its per-epoch curve of val class accuracy, mean IoU and accuracy@IoU50."""
     size, data_size, epochs, batch = cfg["size"], cfg.get("data_size", 64), cfg.get("epochs", 8), cfg.get("batch", 32)
     (x, yl, yb), (vx, vl, vb) = load("train", data_size, size), load("val", data_size, size)
     keras.utils.set_random_seed(cfg.get("seed", 0))
