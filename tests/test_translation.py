@@ -41,6 +41,7 @@ def test_training_logs_every_loss_finite_with_a_falling_cycle_loss_and_a_sample_
         values = [float(r[name]) for r in rows]
         assert len(values) == 3 and np.isfinite(values).all(), name
     assert float(rows[-1]["cycle_loss"]) < float(rows[0]["cycle_loss"])
+    assert "r1_penalty" not in rows[0]  # the shipped recipe leaves R1 off, and a penalty not in the loss is not logged
     assert sorted(p.name for p in (folder / "samples").iterdir()) == [f"epoch_00{i}.png" for i in (1, 2, 3)]
     from PIL import Image
 
