@@ -115,6 +115,7 @@ def supervised_ceiling(judge_run, steps=None):
     from convforge.recipes import load_recipe
     from convforge.tasks import get_task
     from convforge.train.datasets import val_data
+    from convforge.train.schedules import make_schedule
 
     recipe = load_recipe(RECIPE)
     steps = steps or recipe.train.epochs * recipe.train.steps_per_epoch
@@ -127,7 +128,7 @@ def supervised_ceiling(judge_run, steps=None):
     keras.utils.set_random_seed(recipe.train.seed)
     generator = task.build_model(None, recipe.model.input_shape, None).generator_ab
     o = recipe.train.optimizer
-    rate = keras.optimizers.schedules.CosineDecay(o.learning_rate, steps)
+    rate = make_schedule(recipe.train.schedule, o.learning_rate, steps, 1)  # the recipe's schedule over `steps`
     generator.compile(keras.optimizers.Adam(rate, beta_1=o.beta_1), loss="mae")
 
     def flip(x, y):
