@@ -16,6 +16,7 @@ import keras
 import jax
 from PIL import Image
 
+from convforge.boxes import box_iou
 from convforge.data.shapes import generate_shapes
 from convforge.tasks import get_task
 
@@ -45,15 +46,6 @@ def load(split, data_size, size):
     x = (np.stack(xs).astype("float32") / 255.0 - np.array([0.485, 0.456, 0.406], "float32")) / np.array(
         [0.229, 0.224, 0.225], "float32")
     return x, np.array(labels, "int32"), np.array(boxes, "float32")
-
-
-def iou(a, b):
-    """Row-wise IoU of two [N, 4] box arrays."""
-    ih = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    iw = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = ih * iw
-    area = lambda t: np.clip(t[:, 2] - t[:, 0], 0, None) * np.clip(t[:, 3] - t[:, 1], 0, None)
-    return inter / (area(a) + area(b) - inter + 1e-7)
 
 
 def schedule_for(cfg, steps, epochs):
@@ -96,7 +88,7 @@ def run(cfg):
             model.train_on_batch(xb, {"label": label, "box": bb})
         pred = model.predict(vx, batch_size=256, verbose=0)
         correct = pred["label"].argmax(-1) == vl
-        ious = iou(vb, pred["box"])
+        ious = np.asarray(box_iou(vb, pred["box"]))
         curve.append({"epoch": epoch + 1, "s": round(time.time() - t, 1), "acc": round(float(correct.mean()), 3),
                       "iou": round(float(ious.mean()), 3), "acc_iou50": round(float((correct & (ious >= 0.5)).mean()), 3)})
         print(json.dumps(cfg), curve[-1], flush=True)
